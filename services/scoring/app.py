@@ -1,0 +1,20 @@
+"""Scoring service: churn risk with reasons, learning online."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.scoring.api import router
+from services.scoring.bootstrap import bootstrap
+from services.scoring.settings import ScoringSettings
+from shared.app import create_service_app
+
+
+def create_app(settings: ScoringSettings | None = None) -> FastAPI:
+    return create_service_app(
+        settings=settings or ScoringSettings(),
+        build_runtime=bootstrap,
+        routers=[router],
+        title="Tenure scoring service",
+        description="Churn early warning: probability within the horizon, band, reasons.",
+    )

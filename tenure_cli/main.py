@@ -1,0 +1,113 @@
+"""`tenure`: the platform's command line (topics, migrations, tokens, contracts, bench...)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from shared.settings import PlatformSettings
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from shared.topics import ensure_topics
+
+    created = asyncio.run(ensure_topics(PlatformSettings()))
+    print(f"topics ready ({len(created)} created)")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from shared.db import migrate
+    from tenure_cli.services import SERVICE_NAMES, migrations_dir, settings_class
+
+    async def run() -> None:
+        for name in args.services or SERVICE_NAMES:
+            await migrate(settings_class(name)(), migrations_dir(name))
+            print(f"migrated {name}")
+
+    asyncio.run(run())
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from shared.auth import mint_token
+
+    settings = PlatformSettings()
+    scopes = [s for s in args.scopes.replace(",", " ").split() if s]
+    print(
+        mint_token(
+            settings.jwt_secret,
+            subject=args.subject,
+            scopes=scopes,
+            kind=args.kind,
+            ttl_seconds=args.ttl,
+            audience=settings.jwt_audience,
+            rm_id=args.rm_id,
+        )
+    )
+    return 0
+
+
+def _cmd_contracts(args: argparse.Namespace) -> int:
+    from shared.contracts import write_contracts
+
+    for path in write_contracts(args.out):
+        print(path)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from tenure_cli.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tenure",
+        description="Tenure customer-lifecycle platform: operate topics, schemas, tokens, "
+        "contracts and benchmarks. Addresses come from TENURE_KAFKA_BOOTSTRAP and "
+        "TENURE_DATABASE_URL.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    topics = sub.add_parser("topics", help="create the platform's topics")
+    topics.add_argument("action", choices=["ensure"])
+    topics.set_defaults(func=_cmd_topics)
+
+    migrate = sub.add_parser("migrate", help="run every service's migrations to head")
+    migrate.add_argument("services", nargs="*", help="only these services")
+    migrate.set_defaults(func=_cmd_migrate)
+
+    token = sub.add_parser("token", help="mint a development bearer token")
+    token.add_argument("--scopes", required=True, help="comma- or space-separated scopes")
+    token.add_argument("--subject", default="dev-user")
+    token.add_argument("--kind", choices=["person", "service"], default="person")
+    token.add_argument("--rm-id", default=None)
+    token.add_argument("--ttl", type=int, default=8 * 3600, help="lifetime in seconds")
+    token.set_defaults(func=_cmd_token)
+
+    contracts = sub.add_parser("contracts", help="write JSON Schema and AsyncAPI documents")
+    contracts.add_argument("--out", default="docs/contracts")
+    contracts.set_defaults(func=_cmd_contracts)
+
+    bench = sub.add_parser("bench", help="run the benchmark; writes bench/results.json")
+    bench.add_argument("--events", type=int, default=20_000, help="events to publish")
+    bench.add_argument("--customers", type=int, default=2_000)
+    bench.add_argument("--out", default="bench/results.json")
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
