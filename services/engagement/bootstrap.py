@@ -17,8 +17,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def bootstrap(settings: EngagementSettings, **overrides: Any) -> ServiceRuntime:
     return build_runtime(
         settings,
-        topics=consumer.TOPICS,
-        handlers=consumer.HANDLERS,
-        store_factory=EngagementStore,
-        **overrides,
+        **{
+            "topics": consumer.TOPICS,
+            "handlers": consumer.HANDLERS,
+            "store_factory": EngagementStore,
+            **overrides,
+        },
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 from fastapi import FastAPI
 
 from services.lifecycle.api import router
@@ -10,10 +13,11 @@ from services.lifecycle.settings import LifecycleSettings
 from shared.app import create_service_app
 
 
-def create_app(settings: LifecycleSettings | None = None) -> FastAPI:
+def create_app(settings: LifecycleSettings | None = None, **overrides: Any) -> FastAPI:
+    """The ASGI app; `overrides` replace parts of the object graph (tests)."""
     return create_service_app(
         settings=settings or LifecycleSettings(),
-        build_runtime=bootstrap,
+        build_runtime=partial(bootstrap, **overrides),
         routers=[router],
         title="Tenure lifecycle service",
         description="Customer lifecycle stages in event time, with reasons.",

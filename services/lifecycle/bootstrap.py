@@ -17,8 +17,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def bootstrap(settings: LifecycleSettings, **overrides: Any) -> ServiceRuntime:
     return build_runtime(
         settings,
-        topics=consumer.TOPICS,
-        handlers=consumer.HANDLERS,
-        store_factory=LifecycleStore,
-        **overrides,
+        **{
+            "topics": consumer.TOPICS,
+            "handlers": consumer.HANDLERS,
+            "store_factory": LifecycleStore,
+            **overrides,
+        },
     )

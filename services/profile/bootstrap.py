@@ -17,9 +17,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def bootstrap(settings: ProfileSettings, **overrides: Any) -> ServiceRuntime:
     return build_runtime(
         settings,
-        topics=consumer.TOPICS,
-        handlers=consumer.HANDLERS,
-        store_factory=ProfileStore,
-        after_batch=consumer.AFTER_BATCH,
-        **overrides,
+        **{
+            "topics": consumer.TOPICS,
+            "handlers": consumer.HANDLERS,
+            "store_factory": ProfileStore,
+            "after_batch": consumer.AFTER_BATCH,
+            **overrides,
+        },
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 from fastapi import FastAPI
 
 from services.scoring.api import router
@@ -10,10 +13,11 @@ from services.scoring.settings import ScoringSettings
 from shared.app import create_service_app
 
 
-def create_app(settings: ScoringSettings | None = None) -> FastAPI:
+def create_app(settings: ScoringSettings | None = None, **overrides: Any) -> FastAPI:
+    """The ASGI app; `overrides` replace parts of the object graph (tests)."""
     return create_service_app(
         settings=settings or ScoringSettings(),
-        build_runtime=bootstrap,
+        build_runtime=partial(bootstrap, **overrides),
         routers=[router],
         title="Tenure scoring service",
         description="Churn early warning: probability within the horizon, band, reasons.",

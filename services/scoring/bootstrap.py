@@ -27,10 +27,12 @@ def bootstrap(settings: ScoringSettings, **overrides: Any) -> ServiceRuntime:
 
     runtime = build_runtime(
         settings,
-        topics=consumer.TOPICS,
-        handlers=consumer.HANDLERS,
-        store_factory=store_factory,
-        **overrides,
+        **{
+            "topics": consumer.TOPICS,
+            "handlers": consumer.HANDLERS,
+            "store_factory": store_factory,
+            **overrides,
+        },
     )
     runtime.model = model  # type: ignore[attr-defined]
     return runtime

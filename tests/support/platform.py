@@ -171,12 +171,17 @@ class Namespace:
             await engine.dispose()
 
     @contextlib.asynccontextmanager
-    async def service(self, name: str, **overrides: Any) -> AsyncIterator[RunningService]:
-        """Run a service in this process with its real lifespan (consumers, relay)."""
+    async def service(
+        self, name: str, *, parts: dict[str, Any] | None = None, **overrides: Any
+    ) -> AsyncIterator[RunningService]:
+        """Run a service in this process with its real lifespan (consumers, relay).
+
+        `overrides` are settings; `parts` replace pieces of the object graph (bootstrap).
+        """
         import importlib
 
         app = importlib.import_module(f"services.{name}.app").create_app(
-            self.settings(name, **overrides)
+            self.settings(name, **overrides), **(parts or {})
         )
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)

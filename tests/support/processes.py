@@ -1,0 +1,114 @@
+"""Real processes for fault tests: a service under uvicorn, a second Kafka broker."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port} after {timeout}s")
+
+
+class ServiceProcess:
+    """A service as the platform runs it: uvicorn in its own process, killable with SIGKILL."""
+
+    def __init__(self, service: str, env: dict[str, str], log_path: Path):
+        self.service = service
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", f"services.{self.service}.app:create_app",
+             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        wait_port(self.port)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class KafkaBroker:
+    """A second single-node KRaft broker for tests that stop and start the broker."""
+
+    def __init__(self, workdir: Path):
+        libs = os.environ.get("TENURE_TEST_KAFKA_LIBS") or str(ROOT / ".cache/kafka/libs")
+        if not Path(libs).is_dir():
+            raise RuntimeError(f"Kafka jars not found in {libs}: run the tests with ./dev test")
+        self.libs = libs
+        self.dir = workdir
+        self.port = free_port()
+        self.controller_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        template = (ROOT / "deploy/kafka/server.properties.in").read_text()
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        self.config = self.dir / "server.properties"
+        self.config.write_text(
+            template.replace("@KAFKA_PORT@", str(self.port))
+            .replace("@CONTROLLER_PORT@", str(self.controller_port))
+            .replace("@DATA_DIR@", str(self.dir / "data"))
+        )
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        subprocess.run(
+            ["java", "-cp", f"{self.libs}/*", f"-Dlog4j2.configurationFile={ROOT}/deploy/kafka/log4j2.yaml",
+             "kafka.tools.StorageTool", "format", "--ignore-formatted", "-t", cluster, "-c", str(self.config)],
+            check=True, capture_output=True,
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.dir / "broker.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            ["java", "-Xms128m", "-Xmx512m", f"-Dlog4j2.configurationFile={ROOT}/deploy/kafka/log4j2.yaml",
+             "-cp", f"{self.libs}/*", "kafka.Kafka", str(self.config)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
