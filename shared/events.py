@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -11,10 +12,12 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     TypeAdapter,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -51,33 +54,64 @@ EventTime = Annotated[
 ]
 
 
-def _positive_money(value: Decimal) -> Decimal:
-    if not value.is_finite():
-        raise ValueError("must be a finite decimal")
-    if value <= 0:
-        raise ValueError("must be greater than zero")
-    return value
+_MONEY_TEXT = re.compile(r"-?\d{1,15}(\.\d{1,6})?")
+_RATE_TEXT = re.compile(r"-?\d(\.\d{1,8})?")
 
 
-def _finite_money(value: Decimal) -> Decimal:
-    if not value.is_finite():
-        raise ValueError("must be a finite decimal")
-    return value
+def _decimal_text(pattern: re.Pattern[str], rule: str) -> Any:
+    def check(value: Any) -> Any:
+        # A float cannot carry money exactly; the wire format is a decimal string.
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            raise ValueError('must be a decimal string such as "12.50", not a JSON number')
+        if isinstance(value, str) and not pattern.fullmatch(value):
+            raise ValueError(f"must be a plain decimal string: {rule}")
+        return value
 
+    return check
+
+
+def _fits(pattern: re.Pattern[str], rule: str, *, positive: bool = False) -> Any:
+    # Values built inside a service are checked too, so an output never breaks the contract.
+    def check(value: Decimal) -> Decimal:
+        if not value.is_finite() or not pattern.fullmatch(format(value, "f")):
+            raise ValueError(f"must be a finite decimal: {rule}")
+        if positive and value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+    return check
+
+
+_MONEY_RULE = "up to 15 digits and 6 decimals"
+_decimal_string = PlainSerializer(lambda v: format(v, "f"), return_type=str)
 
 # Money travels as a decimal string, never a float (DESIGN.md §2).
-MoneyString = Annotated[str, Field(pattern=r"^-?\d{1,15}(\.\d{1,6})?$")]
 PositiveAmount = Annotated[
     Decimal,
-    Field(json_schema_extra={"type": "string", "pattern": r"^\d{1,15}(\.\d{1,6})?$"}),
-    AfterValidator(_positive_money),
-    PlainSerializer(lambda v: format(v, "f"), return_type=str),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^(?!0+(\.0+)?$)\d{1,15}(\.\d{1,6})?$",
+         "description": "decimal string greater than zero"}
+    ),
+    BeforeValidator(_decimal_text(_MONEY_TEXT, _MONEY_RULE)),
+    AfterValidator(_fits(_MONEY_TEXT, _MONEY_RULE, positive=True)),
+    _decimal_string,
 ]
 SignedAmount = Annotated[
     Decimal,
-    Field(json_schema_extra={"type": "string", "pattern": r"^-?\d{1,15}(\.\d{1,6})?$"}),
-    AfterValidator(_finite_money),
-    PlainSerializer(lambda v: format(v, "f"), return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^-?\d{1,15}(\.\d{1,6})?$"}),
+    BeforeValidator(_decimal_text(_MONEY_TEXT, _MONEY_RULE)),
+    AfterValidator(_fits(_MONEY_TEXT, _MONEY_RULE)),
+    _decimal_string,
+]
+# Annual rates (margins) as decimal fractions, e.g. "0.0150" for 1.5 %.
+AnnualRate = Annotated[
+    Decimal,
+    WithJsonSchema({"type": "string", "pattern": r"^-?\d(\.\d{1,8})?$",
+                    "description": "annual rate as a decimal fraction between -1 and 1"}),
+    BeforeValidator(_decimal_text(_RATE_TEXT, "a fraction with up to 8 decimals")),
+    AfterValidator(_fits(_RATE_TEXT, "a fraction with up to 8 decimals")),
+    Field(ge=-1, le=1),
+    _decimal_string,
 ]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
 CustomerId = Annotated[str, Field(min_length=1, max_length=64)]
@@ -233,7 +267,7 @@ class AccountChange(Frozen):
     account_id: Annotated[str, Field(min_length=1, max_length=64)]
     product_type: ProductType
     currency: Currency
-    margin_rate: Annotated[Decimal | None, Field(ge=-1, le=1, description="annual")] = None
+    margin_rate: AnnualRate | None = None
     reason: ShortText | None = None
 
 

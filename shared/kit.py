@@ -124,6 +124,32 @@ class _Parsed:
     event: EnvelopeBase
 
 
+def classify(
+    records: list[RawRecord], settings: ServiceSettings
+) -> tuple[list[_Parsed], list[tuple[RawRecord, str]]]:
+    """Split consumed records into valid events and rejects with their reasons (no I/O)."""
+    parsed: list[_Parsed] = []
+    rejected: list[tuple[RawRecord, str]] = []
+    limit = settings.max_message_bytes
+    for r in records:
+        if len(r.value) > limit:
+            rejected.append((r, f"message of {len(r.value)} bytes exceeds the limit of {limit}"))
+            continue
+        try:
+            event = parse_event(r.value)
+        except InvalidEvent as exc:
+            rejected.append((r, str(exc)))
+            continue
+        if not settings.source_allowed(event.source):
+            rejected.append((r, f"source: {event.source!r} is not a registered publisher"))
+            continue
+        if r.key is not None and r.key != event.customer_id.encode():
+            rejected.append((r, "key: message key is not the envelope's customer_id"))
+            continue
+        parsed.append(_Parsed(r, event))
+    return parsed, rejected
+
+
 @dataclass
 class _Watermarks:
     """Per-partition event-time watermarks: highest event time seen minus allowed lateness."""
@@ -131,15 +157,45 @@ class _Watermarks:
     lateness: timedelta
     max_seen: dict[tuple[str, int], datetime] = field(default_factory=dict)
     dirty: set[tuple[str, int]] = field(default_factory=set)
+    # Wall-clock (monotonic) time a partition last saw an event: tells active from idle.
+    last_event_wall: dict[tuple[str, int], float] = field(default_factory=dict)
 
-    def advance(self, topic: str, partition: int, event_time: datetime) -> datetime:
+    def advance(
+        self, topic: str, partition: int, event_time: datetime, wall: float | None = None
+    ) -> datetime:
         key = (topic, partition)
+        self.last_event_wall[key] = time.monotonic() if wall is None else wall
         current = self.max_seen.get(key)
         if current is None or event_time > current:
             self.max_seen[key] = event_time
             self.dirty.add(key)
             current = event_time
         return current - self.lateness
+
+    def clock(
+        self, topic: str, partition: int, *, idle_after: float, wall: float | None = None
+    ) -> datetime | None:
+        """The event time a partition's time-driven rules judge against.
+
+        An idle partition (no events for `idle_after` seconds of wall time) follows the
+        slowest active partition of the topic, so silence on a quiet partition still ages
+        its customers; an active one keeps its own watermark.
+        """
+        wall = time.monotonic() if wall is None else wall
+        own = self.now(topic, partition)
+        key = (topic, partition)
+        if wall - self.last_event_wall.get(key, float("-inf")) < idle_after:
+            return own
+        active = [
+            seen - self.lateness
+            for k, seen in self.max_seen.items()
+            if k[0] == topic and k != key
+            and wall - self.last_event_wall.get(k, float("-inf")) < idle_after
+        ]
+        if not active:
+            return own
+        slowest = min(active)
+        return slowest if own is None or slowest > own else own
 
     def now(self, topic: str, partition: int) -> datetime | None:
         seen = self.max_seen.get((topic, partition))
@@ -293,26 +349,7 @@ class EventConsumer:
         return is_transient(exc) or not await database_alive(self.engine)
 
     def _parse(self, records: list[RawRecord]) -> tuple[list[_Parsed], list[tuple[RawRecord, str]]]:
-        parsed: list[_Parsed] = []
-        rejected: list[tuple[RawRecord, str]] = []
-        limit = self.settings.max_message_bytes
-        for r in records:
-            if len(r.value) > limit:
-                rejected.append((r, f"message of {len(r.value)} bytes exceeds the limit of {limit}"))
-                continue
-            try:
-                event = parse_event(r.value)
-            except InvalidEvent as exc:
-                rejected.append((r, str(exc)))
-                continue
-            if not self.settings.source_allowed(event.source):
-                rejected.append((r, f"source: {event.source!r} is not a registered publisher"))
-                continue
-            if r.key is not None and r.key != event.customer_id.encode():
-                rejected.append((r, "key: message key is not the envelope's customer_id"))
-                continue
-            parsed.append(_Parsed(r, event))
-        return parsed, rejected
+        return classify(records, self.settings)
 
     async def _apply(
         self, parsed: list[_Parsed], rejected: list[tuple[RawRecord, str]], *, isolate: bool

@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=20_000, help="events to publish")
     bench.add_argument("--customers", type=int, default=2_000)
     bench.add_argument("--out", default="bench/results.json")
+    bench.add_argument("--doc", default="docs/benchmarks.md", help="markdown report to update")
+    bench.add_argument("--seed", type=int, default=20_260_101, help="seed of the event mix")
+    bench.add_argument("--partitions", type=int, default=None, help="default: TENURE_PARTITIONS")
+    bench.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
+    bench.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                       help="event loop (auto: uvloop if installed, as under uvicorn)")
+    bench.add_argument("--keep", action="store_true", help="keep the bench topics and schema")
     bench.set_defaults(func=_cmd_bench)
     return parser
 

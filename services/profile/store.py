@@ -42,7 +42,7 @@ accounts = sa.Table(
     sa.Column("account_id", sa.Text, primary_key=True),
     sa.Column("product_type", sa.Text, nullable=False),
     sa.Column("currency", sa.Text, nullable=False),
-    sa.Column("balance", sa.Numeric(20, 6), nullable=False, server_default="0"),
+    sa.Column("balance", sa.Numeric(24, 6), nullable=False, server_default="0"),
     sa.Column("margin_rate", sa.Numeric(9, 6)),
     sa.Column("opened_at", sa.DateTime(timezone=True)),
     sa.Column("closed_at", sa.DateTime(timezone=True)),

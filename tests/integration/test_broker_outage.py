@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 from tests.support import factories as f
@@ -14,7 +15,7 @@ async def test_service_recovers_after_broker_restart(tmp_path: Path) -> None:
     _, database = require_infrastructure()
     broker = KafkaBroker(tmp_path / "kafka")
     broker.start()
-    ns = Namespace(broker.bootstrap, database, f"outage{tmp_path.name[-6:].replace('-', '')}")
+    ns = Namespace(broker.bootstrap, database, f"outage{uuid.uuid4().hex[:8]}")
     try:
         await ns.setup(("profile",))
         async with ns.service("profile") as profile:

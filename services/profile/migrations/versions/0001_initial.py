@@ -40,7 +40,7 @@ def upgrade() -> None:
             account_id text NOT NULL,
             product_type text NOT NULL,
             currency text NOT NULL,
-            balance numeric(20, 6) NOT NULL DEFAULT 0,
+            balance numeric(24, 6) NOT NULL DEFAULT 0,
             margin_rate numeric(9, 6),
             opened_at timestamptz,
             closed_at timestamptz,
