@@ -42,6 +42,8 @@ class InvalidEvent(ValueError):
 
 
 def _require_offset(value: datetime) -> datetime:
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("lacks a UTC offset (RFC 3339 requires one)")
     return value.astimezone(UTC)

@@ -51,6 +51,11 @@ erased_customers = sa.Table(
 
 StoreT = TypeVar("StoreT")
 
+_CLAIM_MANY = sa.text(
+    "INSERT INTO inbox (event_id) SELECT unnest(CAST(:ids AS uuid[])) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+).columns(event_id=sa.Uuid)
+
 
 class UnitOfWork(Generic[StoreT]):
     """One database transaction: the service's store, plus the outbox to emit events through.
@@ -64,22 +69,41 @@ class UnitOfWork(Generic[StoreT]):
         self.store = store
         self.settings = settings
         self.emitted: list[EnvelopeBase] = []
+        self._outbox_rows: list[dict[str, Any]] = []
 
     async def emit(self, event: EnvelopeBase, topic: str) -> None:
-        """Write an output event to the outbox; the relay publishes it after commit."""
-        await self.conn.execute(
-            outbox.insert().values(
-                topic=self.settings.topic(topic),
-                key=event.customer_id.encode(),
-                value=encode_event(event),
-                headers=[["event_type", event.event_type]],
-                event_id=event.event_id,
-            )
+        """Queue an output event for the outbox; `flush` writes it in this transaction and
+        the relay publishes it after commit."""
+        self._outbox_rows.append(
+            {
+                "topic": self.settings.topic(topic),
+                "key": event.customer_id.encode(),
+                "value": encode_event(event),
+                "headers": [["event_type", event.event_type]],
+                "event_id": event.event_id,
+            }
         )
         self.emitted.append(event)
 
     async def dead_letter(self, record: RawRecord, reason: str) -> None:
-        await self.conn.execute(outbox.insert().values(**dlq_row(self.settings, record, reason)))
+        self._outbox_rows.append(dlq_row(self.settings, record, reason))
+
+    def discard(self) -> None:
+        """Forget what a failed event folded but did not write (its savepoint rolled back)."""
+        discard_store = getattr(self.store, "discard", None)
+        if discard_store is not None:
+            discard_store()
+        self._outbox_rows.clear()
+        self.emitted.clear()
+
+    async def flush(self) -> None:
+        """Write what the handlers folded (set-based, if the store batches) and the outbox."""
+        flush_store = getattr(self.store, "flush", None)
+        if flush_store is not None:
+            await flush_store()
+        if self._outbox_rows:
+            rows, self._outbox_rows = self._outbox_rows, []
+            await self.conn.execute(outbox.insert(), rows)
 
 
 Handler = Callable[..., Awaitable[None]]
@@ -380,7 +404,9 @@ class EventConsumer:
                                     ignored += 1
                                     continue
                                 await handler(event, uow=uow, now=now)
+                                await uow.flush()
                         except Exception as exc:
+                            uow.discard()
                             if await self._infrastructure_failed(exc):
                                 raise
                             log.error(
@@ -404,10 +430,12 @@ class EventConsumer:
                             continue
                         await handler(event, uow=uow, now=now)
                     counted[event.event_type] = counted.get(event.event_type, 0) + 1
+                await uow.flush()
                 if self.after_batch is not None:
                     await self.after_batch(uow)
                 for record, reason in dead:
                     await uow.dead_letter(record, reason)
+                await uow.flush()
                 await self._save_watermarks(conn)
         except BaseException:
             self.marks.max_seen = marks_before
@@ -435,13 +463,9 @@ class EventConsumer:
         ids = list({p.event.event_id for p in parsed})
         if not ids:
             return set()
-        stmt = (
-            pg_insert(inbox)
-            .values([{"event_id": i} for i in ids])
-            .on_conflict_do_nothing()
-            .returning(inbox.c.event_id)
-        )
-        return set((await conn.execute(stmt)).scalars())
+        # One parameter (an array), so the statement is compiled once and cached.
+        rows = await conn.execute(_CLAIM_MANY, {"ids": ids})
+        return set(rows.scalars())
 
     async def _claim_one(self, conn: AsyncConnection, event: EnvelopeBase) -> bool:
         stmt = (

@@ -18,6 +18,7 @@ from shared.settings import ServiceSettings
 log = logging.getLogger("tenure.outbox")
 
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
+_DELETE_PUBLISHED = sa.text("DELETE FROM outbox WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 
 def make_producer(settings: ServiceSettings, **overrides: Any) -> AIOKafkaProducer:
@@ -121,7 +122,7 @@ class OutboxRelay:
             )
         await asyncio.gather(*futures)
         ids = [row.id for row in rows]
-        await conn.execute(sa.delete(outbox).where(outbox.c.id.in_(ids)))
+        await conn.execute(_DELETE_PUBLISHED, {"ids": ids})
         backlog = 0
         if len(rows) == self.settings.outbox_batch:
             backlog = await conn.scalar(sa.select(sa.func.count()).select_from(outbox))

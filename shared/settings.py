@@ -77,7 +77,7 @@ class ServiceSettings(PlatformSettings):
 
     service_name: str = "service"
     max_message_bytes: int = Field(256 * 1024, ge=1024)
-    batch_max_records: int = Field(500, ge=1, le=10_000)
+    batch_max_records: int = Field(2000, ge=1, le=10_000)
     batch_timeout_ms: int = Field(200, ge=1)
     allowed_lateness_seconds: int = Field(300, ge=0)
     outbox_poll_seconds: float = Field(0.2, gt=0)

@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--doc", default="docs/benchmarks.md", help="markdown report to update")
     bench.add_argument("--seed", type=int, default=20_260_101, help="seed of the event mix")
     bench.add_argument("--partitions", type=int, default=None, help="default: TENURE_PARTITIONS")
+    bench.add_argument("--baseline-runs", type=int, default=3,
+                       help="baseline repetitions; the median run is reported")
     bench.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
     bench.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
                        help="event loop (auto: uvloop if installed, as under uvicorn)")

@@ -1,7 +1,8 @@
-"""Profile's event handlers: one per event type, all writing through the unit of work."""
+"""Profile's event handlers: one per event type, folding the batch through the unit of work."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from services.profile.domain import snapshot
@@ -20,8 +21,10 @@ from shared.events import (
     derived_event_id,
 )
 from shared.kit import UnitOfWork
+from shared.logs import customer_ref
 from shared.settings import OUTPUT_TOPICS
 
+log = logging.getLogger("tenure.profile")
 Uow = UnitOfWork[ProfileStore]
 
 
@@ -41,7 +44,7 @@ async def on_customer_registered(
     }
     if isinstance(event, CustomerRegistered):
         values["registered_at"] = event.occurred_at
-    await uow.store.upsert_customer(event.customer_id, event.occurred_at, **values)
+    uow.store.fold.customer_attributes(event.customer_id, event.occurred_at, values)
     uow.store.touch(event, now)
 
 
@@ -51,48 +54,43 @@ on_customer_updated = on_customer_registered
 async def on_consent_changed(event: ConsentChanged, *, uow: Uow, now: datetime) -> None:
     p = event.payload
     key = f"{p.channel.value}:{p.purpose.value}"
-    await uow.store.set_consent(event.customer_id, event.occurred_at, key, p.granted)
+    uow.store.fold.consent(event.customer_id, event.occurred_at, key, p.granted)
     uow.store.touch(event, now)
 
 
 async def on_account_opened(event: AccountOpened, *, uow: Uow, now: datetime) -> None:
     p = event.payload
-    await uow.store.open_account(
-        event.customer_id,
-        account_id=p.account_id,
-        product_type=p.product_type.value,
-        currency=p.currency,
-        margin_rate=p.margin_rate,
-        opened_at=event.occurred_at,
+    fold = uow.store.fold
+    fold.open_account(
+        event.customer_id, p.account_id, p.product_type.value, p.currency,
+        event.occurred_at, p.margin_rate,
     )
-    await uow.store.record_activity(
-        event.customer_id, event.occurred_at, customer_initiated=True, transactions=0
-    )
+    fold.activity(event.customer_id, event.occurred_at, customer_initiated=True, transactions=0)
     uow.store.touch(event, now)
 
 
 async def on_account_closed(event: AccountClosed, *, uow: Uow, now: datetime) -> None:
     p = event.payload
-    await uow.store.close_account(
+    fold = uow.store.fold
+    fold.close_account(
         event.customer_id, p.account_id, p.product_type.value, p.currency,
         event.occurred_at, p.reason,
     )
-    await uow.store.record_activity(
-        event.customer_id, event.occurred_at, customer_initiated=False, transactions=0
-    )
+    fold.activity(event.customer_id, event.occurred_at, customer_initiated=False, transactions=0)
     uow.store.touch(event, now)
 
 
 async def on_transaction_posted(event: TransactionPosted, *, uow: Uow, now: datetime) -> None:
     p = event.payload
-    await uow.store.record_activity(
+    fold = uow.store.fold
+    fold.activity(
         event.customer_id,
         event.occurred_at,
         customer_initiated=p.initiated_by is InitiatedBy.customer,
         transactions=1,
     )
     if p.balance_after is not None:
-        await uow.store.set_balance(
+        fold.balance(
             event.customer_id, p.account_id, p.product_type.value, p.currency,
             p.balance_after, event.occurred_at,
         )
@@ -103,7 +101,7 @@ async def on_engagement_signal(
     event: AppClicked | FeedbackSubmitted, *, uow: Uow, now: datetime
 ) -> None:
     """Any app event and any feedback is customer-initiated activity (DESIGN.md §2)."""
-    await uow.store.record_activity(
+    uow.store.fold.activity(
         event.customer_id, event.occurred_at, customer_initiated=True, transactions=0
     )
     uow.store.touch(event, now)
@@ -120,6 +118,16 @@ async def emit_profile_updates(uow: Uow) -> None:
         if customer is None:
             continue
         as_of = max(touch.now, touch.event.occurred_at)
+        try:
+            payload = snapshot(customer, as_of)
+        except ValueError as exc:
+            # The state is stored; only its snapshot breaks the contract (e.g. a balance
+            # beyond the wire format). Say so rather than block the partition.
+            log.error(
+                "snapshot not emitted",
+                extra={"customer": customer_ref(customer_id), "reason": type(exc).__name__},
+            )
+            continue
         await uow.emit(
             ProfileUpdated(
                 event_id=derived_event_id("profile.updated", touch.event.event_id),
@@ -127,7 +135,7 @@ async def emit_profile_updates(uow: Uow) -> None:
                 occurred_at=touch.event.occurred_at,
                 source=uow.settings.source_id,
                 causation_id=touch.event.event_id,
-                payload=snapshot(customer, as_of),
+                payload=payload,
             ),
             OUTPUT_TOPICS["profile_updates"],
         )

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.profile.domain import ProfileFold
 from shared.events import EnvelopeBase
 
 metadata = sa.MetaData()
@@ -43,11 +44,71 @@ accounts = sa.Table(
     sa.Column("product_type", sa.Text, nullable=False),
     sa.Column("currency", sa.Text, nullable=False),
     sa.Column("balance", sa.Numeric(24, 6), nullable=False, server_default="0"),
+    sa.Column("balance_at", sa.DateTime(timezone=True)),
     sa.Column("margin_rate", sa.Numeric(9, 6)),
     sa.Column("opened_at", sa.DateTime(timezone=True)),
     sa.Column("closed_at", sa.DateTime(timezone=True)),
     sa.Column("close_reason", sa.Text),
 )
+
+
+def _upsert_activity() -> Any:
+    stmt = pg_insert(customers)
+    c, x = customers.c, stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[c.customer_id],
+        set_={
+            "last_event_at": sa.func.greatest(c.last_event_at, x.last_event_at),
+            "first_activity_at": sa.func.least(c.first_activity_at, x.first_activity_at),
+            "last_activity_at": sa.func.greatest(c.last_activity_at, x.last_activity_at),
+            "transaction_count": c.transaction_count + x.transaction_count,
+            "updated_at": sa.func.now(),
+        },
+    )
+
+
+def _upsert_attributes(columns: tuple[str, ...]) -> Any:
+    stmt = pg_insert(customers)
+    c, x = customers.c, stmt.excluded
+    updates: dict[str, Any] = {k: x[k] for k in columns if k != "registered_at"}
+    if "registered_at" in columns:
+        updates["registered_at"] = sa.func.least(c.registered_at, x.registered_at)
+    return stmt.on_conflict_do_update(index_elements=[c.customer_id], set_=updates)
+
+
+def _upsert_consent() -> Any:
+    stmt = pg_insert(customers)
+    c = customers.c
+    return stmt.on_conflict_do_update(
+        index_elements=[c.customer_id], set_={"consent": c.consent.op("||")(stmt.excluded.consent)}
+    )
+
+
+def _upsert_accounts() -> Any:
+    stmt = pg_insert(accounts)
+    a, x = accounts.c, stmt.excluded
+    newer = sa.and_(
+        x.balance_at.is_not(None), sa.or_(a.balance_at.is_(None), x.balance_at >= a.balance_at)
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[a.customer_id, a.account_id],
+        set_={
+            "product_type": x.product_type,
+            "currency": x.currency,
+            "opened_at": sa.func.least(a.opened_at, x.opened_at),
+            "closed_at": sa.func.coalesce(x.closed_at, a.closed_at),
+            "close_reason": sa.func.coalesce(x.close_reason, a.close_reason),
+            "margin_rate": sa.func.coalesce(x.margin_rate, a.margin_rate),
+            "balance": sa.case((newer, x.balance), else_=a.balance),
+            "balance_at": sa.case((newer, x.balance_at), else_=a.balance_at),
+        },
+    )
+
+
+UPSERT_ACTIVITY = _upsert_activity()
+UPSERT_CONSENT = _upsert_consent()
+UPSERT_ACCOUNTS = _upsert_accounts()
+_ATTRIBUTE_UPSERTS: dict[tuple[str, ...], Any] = {}
 
 
 @dataclass
@@ -61,116 +122,68 @@ class Touch:
 @dataclass
 class ProfileStore:
     conn: AsyncConnection
+    fold: ProfileFold = field(default_factory=ProfileFold)
     touched: dict[str, Touch] = field(default_factory=dict)
 
     def touch(self, event: EnvelopeBase, now: datetime) -> None:
         self.touched[event.customer_id] = Touch(event, now)
 
-    async def upsert_customer(self, customer_id: str, event_time: datetime, **values: Any) -> None:
-        stmt = pg_insert(customers).values(
-            customer_id=customer_id, last_event_at=event_time, **values
-        )
-        update = {k: stmt.excluded[k] for k in values}
-        update["last_event_at"] = sa.func.greatest(
-            customers.c.last_event_at, stmt.excluded.last_event_at
-        )
-        update["updated_at"] = sa.func.now()
-        await self.conn.execute(
-            stmt.on_conflict_do_update(index_elements=[customers.c.customer_id], set_=update)
-        )
+    def discard(self) -> None:
+        self.fold = ProfileFold()
 
-    async def record_activity(
-        self, customer_id: str, at: datetime, *, customer_initiated: bool, transactions: int
-    ) -> None:
-        """Counts a transaction and moves first/last customer-initiated activity (event time)."""
-        activity = at if customer_initiated else None
-        stmt = pg_insert(customers).values(
-            customer_id=customer_id,
-            last_event_at=at,
-            first_activity_at=activity,
-            last_activity_at=activity,
-            transaction_count=transactions,
-        )
-        c = customers.c
-        await self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[c.customer_id],
-                set_={
-                    "last_event_at": sa.func.greatest(c.last_event_at, stmt.excluded.last_event_at),
-                    "first_activity_at": sa.func.least(
-                        c.first_activity_at, stmt.excluded.first_activity_at
-                    ),
-                    "last_activity_at": sa.func.greatest(
-                        c.last_activity_at, stmt.excluded.last_activity_at
-                    ),
-                    "transaction_count": c.transaction_count + stmt.excluded.transaction_count,
-                    "updated_at": sa.func.now(),
-                },
+    async def flush(self) -> None:
+        """Write the batch's fold: one set-based upsert per table."""
+        fold, self.fold = self.fold, ProfileFold()
+        if not fold:
+            return
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for customer_id, values in fold.attributes.items():
+            shapes.setdefault(tuple(sorted(values)), []).append(
+                {"customer_id": customer_id, **values}
             )
-        )
-
-    async def set_consent(self, customer_id: str, at: datetime, key: str, granted: bool) -> None:
-        stmt = pg_insert(customers).values(
-            customer_id=customer_id, last_event_at=at, consent={key: granted}
-        )
-        await self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[customers.c.customer_id],
-                set_={
-                    "consent": customers.c.consent.op("||")(stmt.excluded.consent),
-                    "last_event_at": sa.func.greatest(
-                        customers.c.last_event_at, stmt.excluded.last_event_at
-                    ),
-                },
+        for columns, rows in shapes.items():
+            stmt = _ATTRIBUTE_UPSERTS.get(columns)
+            if stmt is None:
+                stmt = _ATTRIBUTE_UPSERTS[columns] = _upsert_attributes(columns)
+            await self.conn.execute(stmt, rows)
+        if fold.consents:
+            await self.conn.execute(
+                UPSERT_CONSENT,
+                [{"customer_id": c, "consent": v} for c, v in fold.consents.items()],
             )
-        )
-
-    async def open_account(self, customer_id: str, **values: Any) -> None:
-        stmt = pg_insert(accounts).values(customer_id=customer_id, **values)
-        await self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[accounts.c.customer_id, accounts.c.account_id],
-                set_={
-                    "product_type": stmt.excluded.product_type,
-                    "currency": stmt.excluded.currency,
-                    "margin_rate": sa.func.coalesce(
-                        stmt.excluded.margin_rate, accounts.c.margin_rate
-                    ),
-                    "opened_at": sa.func.least(accounts.c.opened_at, stmt.excluded.opened_at),
-                },
+        if fold.activities:
+            await self.conn.execute(
+                UPSERT_ACTIVITY,
+                [
+                    {
+                        "customer_id": c,
+                        "last_event_at": d.last_event_at,
+                        "first_activity_at": d.first_activity_at,
+                        "last_activity_at": d.last_activity_at,
+                        "transaction_count": d.transactions,
+                    }
+                    for c, d in fold.activities.items()
+                ],
             )
-        )
-
-    async def close_account(
-        self, customer_id: str, account_id: str, product_type: str, currency: str,
-        at: datetime, reason: str | None,
-    ) -> None:
-        stmt = pg_insert(accounts).values(
-            customer_id=customer_id, account_id=account_id, product_type=product_type,
-            currency=currency, closed_at=at, close_reason=reason,
-        )
-        await self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[accounts.c.customer_id, accounts.c.account_id],
-                set_={"closed_at": stmt.excluded.closed_at, "close_reason": stmt.excluded.close_reason},
+        if fold.accounts:
+            await self.conn.execute(
+                UPSERT_ACCOUNTS,
+                [
+                    {
+                        "customer_id": c,
+                        "account_id": a,
+                        "product_type": d.product_type,
+                        "currency": d.currency,
+                        "opened_at": d.opened_at,
+                        "closed_at": d.closed_at,
+                        "close_reason": d.close_reason,
+                        "margin_rate": d.margin_rate,
+                        "balance": d.balance if d.balance is not None else Decimal(0),
+                        "balance_at": d.balance_at,
+                    }
+                    for (c, a), d in fold.accounts.items()
+                ],
             )
-        )
-
-    async def set_balance(
-        self, customer_id: str, account_id: str, product_type: str, currency: str,
-        balance: Decimal, at: datetime,
-    ) -> None:
-        """The balance a transaction reports; an account first seen here counts as opened then."""
-        stmt = pg_insert(accounts).values(
-            customer_id=customer_id, account_id=account_id, product_type=product_type,
-            currency=currency, balance=balance, opened_at=at,
-        )
-        await self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[accounts.c.customer_id, accounts.c.account_id],
-                set_={"balance": stmt.excluded.balance},
-            )
-        )
 
     async def load(self, customer_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Customers with their accounts, for snapshots and the REST view."""

@@ -41,6 +41,7 @@ def upgrade() -> None:
             product_type text NOT NULL,
             currency text NOT NULL,
             balance numeric(24, 6) NOT NULL DEFAULT 0,
+            balance_at timestamptz,
             margin_rate numeric(9, 6),
             opened_at timestamptz,
             closed_at timestamptz,
