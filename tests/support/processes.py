@@ -102,7 +102,14 @@ class KafkaBroker:
              "-cp", f"{self.libs}/*", "kafka.Kafka", str(self.config)],
             stdout=log, stderr=subprocess.STDOUT,
         )
-        wait_port(self.port)
+        try:
+            wait_port(self.port)
+            time.sleep(0.5)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"broker exited with {self.proc.returncode}")
+        except (TimeoutError, RuntimeError) as exc:
+            tail = (self.dir / "broker.log").read_text()[-3000:]
+            raise RuntimeError(f"test broker did not start: {exc}\n{tail}") from exc
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
