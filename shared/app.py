@@ -75,7 +75,9 @@ class ServiceRuntime:
         try:
             async with self.engine.connect() as conn:
                 await conn.execute(sa.text("SELECT 1"))
+                backlog = await conn.scalar(sa.text("SELECT count(*) FROM outbox"))
             checks["database"] = "ok"
+            checks["outbox_backlog"] = int(backlog or 0)
         except Exception as exc:  # noqa: BLE001
             checks["database"] = f"unreachable: {type(exc).__name__}"
         if self.settings.run_consumers and self.consumers:

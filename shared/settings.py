@@ -96,3 +96,27 @@ class ServiceSettings(PlatformSettings):
     @property
     def source_id(self) -> str:
         return f"tenure-{self.service_name}"
+
+
+def topic_of(event_type: str) -> str:
+    """The (unprefixed) topic an event type travels on (DESIGN.md §2).
+
+    >>> topic_of("transaction.posted"), topic_of("consent.changed")
+    ('tenure.transactions.v1', 'tenure.customers.v1')
+    """
+    family = event_type.split(".", 1)[0]
+    by_family = {
+        "customer": INPUT_TOPICS["customers"],
+        "account": INPUT_TOPICS["customers"],
+        "consent": INPUT_TOPICS["customers"],
+        "transaction": INPUT_TOPICS["transactions"],
+        "app": INPUT_TOPICS["app_events"],
+        "feedback": INPUT_TOPICS["feedback"],
+        "profile": OUTPUT_TOPICS["profile_updates"],
+        "churn": OUTPUT_TOPICS["churn_scores"],
+        "stage": OUTPUT_TOPICS["lifecycle_stages"],
+        "engagement": OUTPUT_TOPICS["engagement_actions"],
+    }
+    if family not in by_family:
+        raise ValueError(f"no topic carries event type {event_type!r}")
+    return by_family[family]

@@ -77,6 +77,30 @@ class LifecycleStore:
             )
         )
 
+    async def counts(self) -> dict[str, int]:
+        rows = await self.conn.execute(
+            sa.select(customer_stages.c.stage, sa.func.count()).group_by(customer_stages.c.stage)
+        )
+        found = {r[0]: int(r[1]) for r in rows}
+        return {s.value: found.get(s.value, 0) for s in Stage}
+
+    async def page(
+        self, *, after: str | None, limit: int, stage: Stage | None = None
+    ) -> list[dict[str, Any]]:
+        c = customer_stages.c
+        query = sa.select(c.customer_id, c.stage, c.stage_entered_at, c.rule).order_by(
+            c.customer_id
+        ).limit(limit)
+        if after is not None:
+            query = query.where(c.customer_id > after)
+        if stage is not None:
+            query = query.where(c.stage == stage.value)
+        return [
+            {"customer_id": r.customer_id, "stage": r.stage, "since": r.stage_entered_at,
+             "rule": r.rule}
+            for r in await self.conn.execute(query)
+        ]
+
     async def view(self, customer_id: str) -> dict[str, Any] | None:
         row = (
             await self.conn.execute(

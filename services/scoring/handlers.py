@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from services.scoring.domain import band_of, features_at, reasons_for
+from services.scoring.model import assess
 from services.scoring.store import ScoringStore
 from shared.events import ChurnScore, ChurnScored, ProfileUpdated, ScoreReason, derived_event_id
 from shared.kit import UnitOfWork
@@ -17,10 +17,7 @@ async def on_profile_updated(event: ProfileUpdated, *, uow: Uow, now: datetime) 
     settings = uow.settings
     model = uow.store.model
     as_of = max(event.payload.as_of, now)
-    features = features_at(event.payload, as_of)
-    probability = model.predict(features)
-    band = band_of(probability, settings.band_cuts)  # type: ignore[attr-defined]
-    reasons = reasons_for(model.predict, features, settings.top_reasons)  # type: ignore[attr-defined]
+    a = assess(model, event.payload, as_of, settings.band_cuts, settings.top_reasons)  # type: ignore[attr-defined]
     out = ChurnScored(
         event_id=derived_event_id("churn.scored", event.event_id),
         customer_id=event.customer_id,
@@ -28,27 +25,31 @@ async def on_profile_updated(event: ProfileUpdated, *, uow: Uow, now: datetime) 
         source=settings.source_id,
         causation_id=event.event_id,
         payload=ChurnScore(
-            probability=round(probability, 6),
-            band=band,
+            probability=a.probability,
+            band=a.band,
             horizon_days=model.horizon_days,
-            model=model.active_name,
-            model_version=model.version,
-            cold_start=model.cold_start,
-            reasons=[ScoreReason(feature=r.feature, text=r.text, contribution=r.contribution)
-                     for r in reasons],
+            model=a.model,
+            model_version=a.version,
+            cold_start=a.cold_start,
+            reasons=[
+                ScoreReason(feature=r.feature, text=r.text, contribution=r.contribution)
+                for r in a.reasons
+            ],
             as_of=as_of,
         ),
     )
     await uow.store.save_score(
         {
             "customer_id": event.customer_id,
-            "probability": out.payload.probability,
-            "band": band.value,
-            "model": model.active_name,
-            "model_version": model.version,
-            "cold_start": model.cold_start,
+            "probability": a.probability,
+            "band": a.band.value,
+            "model": a.model,
+            "model_version": a.version,
+            "cold_start": a.cold_start,
             "reasons": [r.model_dump() for r in out.payload.reasons],
-            "features": features,
+            "features": a.features,
+            "snapshot": event.payload.model_dump(mode="json", by_alias=True),
+            "first_seen_at": event.occurred_at,
             "as_of": as_of,
             "event_id": out.event_id,
         }

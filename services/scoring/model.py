@@ -6,7 +6,17 @@ from dataclasses import dataclass, field
 
 from river import compose, linear_model, optim, preprocessing
 
-from services.scoring.domain import Features, recency_prior
+from datetime import datetime
+
+from services.scoring.domain import (
+    Features,
+    Reason,
+    band_of,
+    features_at,
+    reasons_for,
+    recency_prior,
+)
+from shared.events import ChurnBand, ProfileSnapshot
 
 
 def champion_pipeline() -> compose.Pipeline:
@@ -42,3 +52,32 @@ class ChurnModel:
     def learn(self, features: Features, churned: bool) -> None:
         self.pipeline.learn_one(features, churned)
         self.labels_learnt += 1
+
+
+@dataclass(frozen=True)
+class Assessment:
+    probability: float
+    band: ChurnBand
+    reasons: list[Reason]
+    features: Features
+    model: str
+    version: int
+    cold_start: bool
+
+
+def assess(
+    model: ChurnModel, snapshot: ProfileSnapshot, as_of: datetime,
+    cuts: tuple[float, float, float], top: int,
+) -> Assessment:
+    """Score one customer as of an event time, with the reasons behind the score."""
+    features = features_at(snapshot, as_of)
+    probability = model.predict(features)
+    return Assessment(
+        probability=round(probability, 6),
+        band=band_of(probability, cuts),
+        reasons=reasons_for(model.predict, features, top),
+        features=features,
+        model=model.active_name,
+        version=model.version,
+        cold_start=model.cold_start,
+    )

@@ -24,6 +24,8 @@ scores = sa.Table(
     sa.Column("cold_start", sa.Boolean),
     sa.Column("reasons", JSONB),
     sa.Column("features", JSONB),
+    sa.Column("snapshot", JSONB),
+    sa.Column("first_seen_at", sa.DateTime(timezone=True)),
     sa.Column("as_of", sa.DateTime(timezone=True)),
     sa.Column("event_id", sa.Uuid),
 )
@@ -49,7 +51,10 @@ class ScoringStore:
         await self.conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=[scores.c.customer_id],
-                set_={k: stmt.excluded[k] for k in row if k != "customer_id"},
+                set_={
+                    **{k: stmt.excluded[k] for k in row if k not in ("customer_id", "first_seen_at")},
+                    "first_seen_at": sa.func.least(scores.c.first_seen_at, stmt.excluded.first_seen_at),
+                },
                 where=scores.c.as_of <= stmt.excluded.as_of,
             )
         )
@@ -71,6 +76,20 @@ class ScoringStore:
             await self.conn.execute(sa.select(scores).where(scores.c.customer_id == customer_id))
         ).first()
         return dict(row._mapping) if row else None
+
+    async def page(
+        self, *, seen_by: Any, after: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Scored customers first seen on or before `seen_by`, in customer_id order."""
+        query = (
+            sa.select(scores.c.customer_id, scores.c.snapshot)
+            .where(scores.c.first_seen_at <= seen_by)
+            .order_by(scores.c.customer_id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(scores.c.customer_id > after)
+        return [dict(r._mapping) for r in await self.conn.execute(query)]
 
     async def history(self, customer_id: str, limit: int = 50) -> list[dict[str, Any]]:
         rows = await self.conn.execute(

@@ -24,6 +24,8 @@ def upgrade() -> None:
             cold_start boolean NOT NULL,
             reasons jsonb NOT NULL,
             features jsonb NOT NULL,
+            snapshot jsonb NOT NULL,
+            first_seen_at timestamptz NOT NULL,
             as_of timestamptz NOT NULL,
             event_id uuid NOT NULL
         )
