@@ -64,6 +64,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from tenure_cli.simulate_cmd import main as simulate_main
+
+    return simulate_main(args)
+
+
+def _cmd_churn_report(args: argparse.Namespace) -> int:
+    from tenure_cli.report import main as report_main
+
+    return report_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tenure",
@@ -88,6 +100,30 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--rm-id", default=None)
     token.add_argument("--ttl", type=int, default=8 * 3600, help="lifetime in seconds")
     token.set_defaults(func=_cmd_token)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="publish a seeded synthetic bank's events (and its ground truth)",
+        description="A reproducible retail bank: customers, products, salaries, spending, "
+        "app sessions, feedback, and churners who decline before they leave. Events go to "
+        "Kafka through the public contract, like any publisher's.",
+    )
+    from tenure_cli.simulate_cmd import add_arguments as simulate_arguments
+
+    simulate_arguments(simulate)
+    simulate.set_defaults(func=_cmd_simulate)
+
+    report = sub.add_parser(
+        "churn-report",
+        help="every customer's churn risk as of a date, once the platform has caught up",
+        description="Waits until every consumer group has caught up and every outbox is "
+        "empty, then writes customer_id, probability, horizon_days, band, reasons, stage. "
+        "Exit codes: 0 written, 2 bad arguments, 3 not caught up in time, 4 service error.",
+    )
+    from tenure_cli.report import add_arguments as report_arguments
+
+    report_arguments(report)
+    report.set_defaults(func=_cmd_churn_report)
 
     contracts = sub.add_parser("contracts", help="write JSON Schema and AsyncAPI documents")
     contracts.add_argument("--out", default="docs/contracts")
