@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--fast-forward", action="store_true",
                       help="publish all history as fast as the broker takes it (the default)")
     mode.add_argument("--rate", type=float, default=None,
-                      help="publish N events per second; event times never run ahead of the "
-                           "wall clock (later events are stamped with the time they are sent)")
+                      help="live mode: history older than a day is published at once, then N "
+                           "events per second; event times never run ahead of the wall clock "
+                           "(later events are stamped with the time they are sent)")
     parser.add_argument("--truth", default=None,
                         help="write ground truth (JSON lines: who churns, when, why) here")
     parser.add_argument("--id-prefix", default="C", help="customer id prefix")
@@ -65,20 +66,28 @@ async def run(args: argparse.Namespace) -> int:
     settings = PlatformSettings()
     await ensure_topics(settings)
     progress = Progress("simulate", total=args.limit)
-    started = time.monotonic()
+    live_from = datetime.now(UTC) - timedelta(days=1)
+    live_started: float | None = None
+    live_count = 0
     async with EventPublisher(settings) as publisher:
         for i, event in enumerate(simulate(config)):
             if args.limit is not None and i >= args.limit:
                 break
-            if args.rate:
-                due = started + i / args.rate
-                delay = due - time.monotonic()
+            if args.rate and event.occurred_at >= live_from:
+                if live_started is None:
+                    await publisher.flush()
+                    live_started = time.monotonic()
+                delay = live_started + live_count / args.rate - time.monotonic()
+                live_count += 1
                 if delay > 0:
                     await asyncio.sleep(delay)
                 wall = datetime.now(UTC)
                 if event.occurred_at > wall:
                     event = event.model_copy(update={"occurred_at": wall})
-            await publisher.send(event)
+                await publisher.send(event)
+                await publisher.flush()
+            else:
+                await publisher.send(event)
             progress.update(publisher.sent)
     progress.done(publisher.sent)
     print(f"published {publisher.sent} events", file=sys.stderr)

@@ -293,6 +293,21 @@ def _activity_multiplier(p: Persona, t: datetime, rng: random.Random) -> float:
     return max(0.0, level * rng.uniform(0.6, 1.4))
 
 
+def _customer_initiated(e: ev.EnvelopeBase) -> bool:
+    if isinstance(e, ev.TransactionPosted):
+        return e.payload.initiated_by is ev.InitiatedBy.customer
+    return isinstance(e, ev.AppClicked | ev.FeedbackSubmitted)
+
+
+def _silenced(p: Persona, e: ev.EnvelopeBase) -> bool:
+    """A churned customer does nothing themselves (the day's draw may straddle the moment)."""
+    if p.churn_at is None or e.occurred_at < p.churn_at:
+        return False
+    if p.returns_after is not None and e.occurred_at >= p.returns_after:
+        return False
+    return _customer_initiated(e)
+
+
 def _season(t: datetime) -> float:
     weekday = 1.15 if t.weekday() >= 4 else 0.92
     december = 1.5 if t.month == 12 else 1.0
@@ -457,6 +472,8 @@ def customer_events(config: SimConfig, index: int) -> Iterator[ev.EnvelopeBase]:
         # Some of today's events lie in the future (a survey days after a complaint): hold
         # them back so the customer's stream stays in event-time order.
         for e in todays:
+            if _silenced(p, e):
+                continue
             heapq.heappush(pending, (e.occurred_at, b.n, id(e), e))
         day += DAY
         while pending and pending[0][0] < day:
