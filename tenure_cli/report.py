@@ -30,8 +30,12 @@ class NotCaughtUp(RuntimeError):
     pass
 
 
-def service_url(name: str) -> str:
-    return os.environ.get(f"TENURE_{name.upper()}_URL", f"http://127.0.0.1:{DEFAULT_PORTS[name]}")
+def service_urls() -> dict[str, str]:
+    """Where the services answer: TENURE_<NAME>_URL, else the default local ports."""
+    return {
+        name: os.environ.get(f"TENURE_{name.upper()}_URL", f"http://127.0.0.1:{port}")
+        for name, port in DEFAULT_PORTS.items()
+    }
 
 
 def parse_as_of(text: str) -> datetime:
@@ -79,11 +83,11 @@ async def consumer_lag(settings: PlatformSettings) -> dict[str, int]:
         await admin.close()
 
 
-async def outbox_backlogs(client: httpx.AsyncClient) -> dict[str, int]:
+async def outbox_backlogs(client: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, int]:
     backlogs: dict[str, int] = {}
     for name in SERVICE_NAMES:
         try:
-            r = await client.get(f"{service_url(name)}/readyz")
+            r = await client.get(f"{urls[name]}/readyz")
             backlogs[name] = int(r.json()["checks"].get("outbox_backlog", -1))
         except (httpx.HTTPError, ValueError, KeyError):
             backlogs[name] = -1
@@ -91,7 +95,8 @@ async def outbox_backlogs(client: httpx.AsyncClient) -> dict[str, int]:
 
 
 async def wait_until_caught_up(
-    settings: PlatformSettings, client: httpx.AsyncClient, timeout: float, quiet: bool = False
+    settings: PlatformSettings, client: httpx.AsyncClient, timeout: float,
+    urls: dict[str, str] | None = None, quiet: bool = False,
 ) -> None:
     """Every consumer group at the end of its topics and every outbox empty, twice in a row."""
     deadline = time.monotonic() + timeout
@@ -100,7 +105,7 @@ async def wait_until_caught_up(
     backlogs: dict[str, int] = {}
     while True:
         lags = await consumer_lag(settings)
-        backlogs = await outbox_backlogs(client)
+        backlogs = await outbox_backlogs(client, urls or service_urls())
         if all(v == 0 for v in lags.values()) and all(v == 0 for v in backlogs.values()):
             calm += 1
             if calm >= 2:
@@ -134,19 +139,22 @@ async def _pages(client: httpx.AsyncClient, url: str, params: dict[str, Any]) ->
 
 
 async def churn_report(
-    as_of: datetime, out: Path, *, timeout: float = 600.0, settings: PlatformSettings | None = None
+    as_of: datetime, out: Path, *, timeout: float = 600.0,
+    settings: PlatformSettings | None = None, urls: dict[str, str] | None = None,
+    quiet: bool = False,
 ) -> int:
     settings = settings or PlatformSettings()
+    urls = urls or service_urls()
     token = mint_token(settings.jwt_secret, subject="churn-report", kind="service",
                        scopes=["scoring:read", "lifecycle:read"], audience=settings.jwt_audience)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(headers=headers, timeout=120) as client:
-        await wait_until_caught_up(settings, client, timeout)
-        scores = await _pages(client, f"{service_url('scoring')}/v1/churn/report",
+        await wait_until_caught_up(settings, client, timeout, urls, quiet)
+        scores = await _pages(client, f"{urls['scoring']}/v1/churn/report",
                               {"as_of": as_of.isoformat()})
         stages = {
             s["customer_id"]: s["stage"]
-            for s in await _pages(client, f"{service_url('lifecycle')}/v1/stages/customers", {})
+            for s in await _pages(client, f"{urls['lifecycle']}/v1/stages/customers", {})
         }
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as handle:
