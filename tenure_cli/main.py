@@ -76,6 +76,18 @@ def _cmd_churn_report(args: argparse.Namespace) -> int:
     return report_main(args)
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from tenure_cli.eval_cmd import main as eval_main
+
+    return eval_main(args)
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from tenure_cli.importer import main as import_main
+
+    return import_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tenure",
@@ -124,6 +136,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     report_arguments(report)
     report.set_defaults(func=_cmd_churn_report)
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="run the simulator through the platform and score churn against ground truth",
+    )
+    from tenure_cli.eval_cmd import add_arguments as eval_arguments
+
+    eval_arguments(evaluate)
+    evaluate.set_defaults(func=_cmd_eval)
+
+    importer = sub.add_parser(
+        "import",
+        help="load existing history (CSV or JSONL) as contract events, in event-time order",
+        description="Validates every row against the event contract, rejects bad rows to a "
+        "rejects file with their reasons, sorts by event time (external merge sort) and "
+        "publishes with deterministic event ids. See docs/import.md. Exit codes: 0 imported "
+        "(even with rejects), 2 bad arguments or unreadable file, 3 more rejects than "
+        "--max-reject-ratio (nothing published), 4 Kafka failure.",
+    )
+    from tenure_cli.importer import add_arguments as import_arguments
+
+    import_arguments(importer)
+    importer.set_defaults(func=_cmd_import)
 
     contracts = sub.add_parser("contracts", help="write JSON Schema and AsyncAPI documents")
     contracts.add_argument("--out", default="docs/contracts")
