@@ -388,6 +388,10 @@ class EventConsumer:
                 uow: UnitOfWork[Any] = UnitOfWork(conn, self.store_factory(conn), self.settings)
                 fresh = await self._claim(conn, parsed) if not isolate else None
                 erased = await self._erased(conn, parsed)
+                prepare = getattr(uow.store, "prepare", None)
+                if prepare is not None:
+                    # Let the store load what the batch's handlers will read, in one query.
+                    await prepare([p.event for p in parsed])
                 for item in parsed:
                     event = item.event
                     now = self.marks.advance(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -15,6 +15,11 @@ from services.lifecycle.domain import Transition
 from shared.events import Stage
 
 metadata = sa.MetaData()
+
+
+@dataclass(frozen=True)
+class _Key:
+    customer_id: str
 customer_stages = sa.Table(
     "customer_stages",
     metadata,
@@ -36,46 +41,80 @@ stage_history = sa.Table(
 )
 
 
+def _upsert_stage() -> Any:
+    stmt = pg_insert(customer_stages)
+    x = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[customer_stages.c.customer_id],
+        set_={"stage": x.stage, "stage_entered_at": x.stage_entered_at, "rule": x.rule},
+    )
+
+
+UPSERT_STAGE = _upsert_stage()
+INSERT_TRANSITION = pg_insert(stage_history).on_conflict_do_nothing()
+
+
 @dataclass
 class LifecycleStore:
+    """Current stages are read once per batch (prepare) and written once (flush)."""
+
     conn: AsyncConnection
+    stages: dict[str, Stage | None] = field(default_factory=dict)
+    pending_stage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending_history: list[dict[str, Any]] = field(default_factory=list)
+
+    async def prepare(self, events: list[Any]) -> None:
+        wanted = list({e.customer_id for e in events} - set(self.stages))
+        if not wanted:
+            return
+        rows = await self.conn.execute(
+            sa.select(customer_stages.c.customer_id, customer_stages.c.stage).where(
+                customer_stages.c.customer_id.in_(wanted)
+            )
+        )
+        found = {r.customer_id: Stage(r.stage) for r in rows}
+        for cid in wanted:
+            self.stages[cid] = found.get(cid)
 
     async def current(self, customer_id: str) -> Stage | None:
-        stage = await self.conn.scalar(
-            sa.select(customer_stages.c.stage).where(customer_stages.c.customer_id == customer_id)
-        )
-        return Stage(stage) if stage else None
+        if customer_id not in self.stages:
+            await self.prepare([_Key(customer_id)])
+        return self.stages[customer_id]
 
     async def record(self, customer_id: str, t: Transition, event_id: UUID) -> None:
-        await self.conn.execute(
-            pg_insert(stage_history)
-            .values(
-                event_id=event_id,
-                customer_id=customer_id,
-                from_stage=t.from_stage.value if t.from_stage else None,
-                to_stage=t.to_stage.value,
-                rule=t.rule,
-                evidence=t.evidence,
-                transition_at=t.transition_at,
-            )
-            .on_conflict_do_nothing()
+        self.pending_history.append(
+            {
+                "event_id": event_id,
+                "customer_id": customer_id,
+                "from_stage": t.from_stage.value if t.from_stage else None,
+                "to_stage": t.to_stage.value,
+                "rule": t.rule,
+                "evidence": t.evidence,
+                "transition_at": t.transition_at,
+            }
         )
-        stmt = pg_insert(customer_stages).values(
-            customer_id=customer_id,
-            stage=t.to_stage.value,
-            stage_entered_at=t.transition_at,
-            rule=t.rule,
-        )
-        await self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[customer_stages.c.customer_id],
-                set_={
-                    "stage": stmt.excluded.stage,
-                    "stage_entered_at": stmt.excluded.stage_entered_at,
-                    "rule": stmt.excluded.rule,
-                },
-            )
-        )
+        self.pending_stage[customer_id] = {
+            "customer_id": customer_id,
+            "stage": t.to_stage.value,
+            "stage_entered_at": t.transition_at,
+            "rule": t.rule,
+        }
+        self.stages[customer_id] = t.to_stage
+
+    def discard(self) -> None:
+        # What the failed event wrote to the cache is unknown: read it again next time.
+        for cid in self.pending_stage:
+            self.stages.pop(cid, None)
+        self.pending_stage.clear()
+        self.pending_history.clear()
+
+    async def flush(self) -> None:
+        stages, self.pending_stage = self.pending_stage, {}
+        history, self.pending_history = self.pending_history, []
+        if history:
+            await self.conn.execute(INSERT_TRANSITION, history)
+        if stages:
+            await self.conn.execute(UPSERT_STAGE, list(stages.values()))
 
     async def counts(self) -> dict[str, int]:
         rows = await self.conn.execute(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,35 +41,62 @@ score_history = sa.Table(
 )
 
 
+SCORE_COLUMNS = (
+    "customer_id", "probability", "band", "model", "model_version", "cold_start", "reasons",
+    "features", "snapshot", "first_seen_at", "as_of", "event_id",
+)
+
+
+def _upsert_score() -> Any:
+    stmt = pg_insert(scores)
+    x = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[scores.c.customer_id],
+        set_={
+            **{k: x[k] for k in SCORE_COLUMNS if k not in ("customer_id", "first_seen_at")},
+            "first_seen_at": sa.func.least(scores.c.first_seen_at, x.first_seen_at),
+        },
+        # A late profile update never overwrites a newer score.
+        where=scores.c.as_of <= x.as_of,
+    )
+
+
+UPSERT_SCORE = _upsert_score()
+INSERT_HISTORY = pg_insert(score_history).on_conflict_do_nothing()
+
+
 @dataclass
 class ScoringStore:
+    """Scores are folded per batch: the latest per customer is upserted, every one is kept
+    in the history, each with one set-based statement at flush."""
+
     conn: AsyncConnection
     model: ChurnModel
+    pending_latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending_history: list[dict[str, Any]] = field(default_factory=list)
 
     async def save_score(self, row: dict[str, Any]) -> None:
-        stmt = pg_insert(scores).values(**row)
-        await self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[scores.c.customer_id],
-                set_={
-                    **{k: stmt.excluded[k] for k in row if k not in ("customer_id", "first_seen_at")},
-                    "first_seen_at": sa.func.least(scores.c.first_seen_at, stmt.excluded.first_seen_at),
-                },
-                where=scores.c.as_of <= stmt.excluded.as_of,
-            )
+        current = self.pending_latest.get(row["customer_id"])
+        if current is None or row["as_of"] >= current["as_of"]:
+            if current is not None:
+                row = {**row, "first_seen_at": min(row["first_seen_at"], current["first_seen_at"])}
+            self.pending_latest[row["customer_id"]] = row
+        self.pending_history.append(
+            {k: row[k] for k in ("event_id", "customer_id", "probability", "band",
+                                 "model_version", "as_of")}
         )
-        await self.conn.execute(
-            pg_insert(score_history)
-            .values(
-                event_id=row["event_id"],
-                customer_id=row["customer_id"],
-                probability=row["probability"],
-                band=row["band"],
-                model_version=row["model_version"],
-                as_of=row["as_of"],
-            )
-            .on_conflict_do_nothing()
-        )
+
+    def discard(self) -> None:
+        self.pending_latest.clear()
+        self.pending_history.clear()
+
+    async def flush(self) -> None:
+        latest, self.pending_latest = self.pending_latest, {}
+        history, self.pending_history = self.pending_history, []
+        if latest:
+            await self.conn.execute(UPSERT_SCORE, list(latest.values()))
+        if history:
+            await self.conn.execute(INSERT_HISTORY, history)
 
     async def latest(self, customer_id: str) -> dict[str, Any] | None:
         row = (
