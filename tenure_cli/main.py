@@ -177,6 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
                        help="event loop (auto: uvloop if installed, as under uvicorn)")
     bench.add_argument("--keep", action="store_true", help="keep the bench topics and schema")
+    bench.add_argument("--latency-seconds", type=float, default=20.0,
+                       help="end-to-end latency: seconds of paced publishing per rate")
+    bench.add_argument("--rates", default="1000,5000",
+                       help="end-to-end latency: comma-separated publish rates, events/s")
+    bench.add_argument("--latency-customers", type=int, default=5_000,
+                       help="end-to-end latency: existing customers (registered in a warm-up)")
+    bench.add_argument("--new-customer-share", type=float, default=0.04,
+                       help="end-to-end latency: share of events from new customers "
+                       "(half registrations, half first transactions)")
+    bench.add_argument("--drain-timeout", type=float, default=240.0,
+                       help="end-to-end latency: seconds to wait for the backlog to clear")
+    bench.add_argument("--population", default="10000,1000000",
+                       help="profile ingest with this many existing customers (comma-separated)")
+    bench.add_argument("--get-requests", type=int, default=3_000,
+                       help="GET /v1/customers/{id} requests on the largest population (0: skip)")
+    bench.add_argument("--skip-latency", action="store_true",
+                       help="skip the end-to-end latency section")
+    bench.add_argument("--skip-population", action="store_true",
+                       help="skip the population-size section")
     bench.set_defaults(func=_cmd_bench)
     return parser
 
