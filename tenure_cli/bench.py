@@ -49,7 +49,13 @@ from shared.events import EnvelopeBase, encode_event
 from shared.kit import EventConsumer, RawRecord
 from shared.logs import configure_logging
 from shared.metrics import KitMetrics
-from shared.settings import ALL_TOPICS, INPUT_TOPICS, PlatformSettings, ServiceSettings
+from shared.settings import (
+    ALL_TOPICS,
+    INPUT_TOPICS,
+    OUTPUT_TOPICS,
+    PlatformSettings,
+    ServiceSettings,
+)
 
 log = logging.getLogger("tenure.bench")
 
@@ -865,6 +871,1065 @@ def ns_platform(ns: Namespace) -> PlatformSettings:
     )
 
 
+# ------------------------------------------------------------------ shared by the new sections
+
+
+def _pid_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of one process (not its children)."""
+    stat = _proc_stat(pid)
+    if stat is None:
+        return None
+    return (stat[1] + stat[2]) / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+
+
+def _host_cpu() -> tuple[float, float]:
+    """(busy, total) clock ticks of the whole host, from the first line of /proc/stat."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+        total = sum(fields[:8])
+        return total - idle, total
+    return 0.0, 0.0
+
+
+def _percentiles(values: list[float]) -> dict[str, Any]:
+    """count, p50, p95, p99, max and mean of latencies in seconds, reported in milliseconds
+    (nearest rank).
+
+    >>> _percentiles([0.001 * i for i in range(1, 101)])["p99_ms"]
+    99.0
+    >>> _percentiles([])["count"]
+    0
+    """
+    if not values:
+        return {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None,
+                "mean_ms": None}
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def rank(q: float) -> float:
+        return ordered[min(n - 1, max(0, int(-(-q * n // 1)) - 1))]
+
+    return {
+        "count": n,
+        "p50_ms": round(rank(0.50) * 1000, 1),
+        "p95_ms": round(rank(0.95) * 1000, 1),
+        "p99_ms": round(rank(0.99) * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+        "mean_ms": round(sum(ordered) / n * 1000, 1),
+    }
+
+
+def _service_env(ns: Namespace) -> dict[str, str]:
+    """What a service process needs to live in the namespace (and to stay quiet)."""
+    from tenure_cli.services import SERVICE_NAMES
+
+    env = {
+        "TENURE_KAFKA_BOOTSTRAP": ns.bootstrap,
+        "TENURE_DATABASE_URL": ns.database_url,
+        "TENURE_TOPIC_PREFIX": f"{ns.prefix}.",
+        "TENURE_SCHEMA_PREFIX": f"{ns.prefix}_",
+        "TENURE_PARTITIONS": str(ns.partitions),
+    }
+    for name in SERVICE_NAMES:
+        env[f"TENURE_{name.upper()}_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+def _log_dir(ns: Namespace) -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "tenure-bench" / ns.prefix
+
+
+async def _drop_namespace(ns: Namespace, services: list[str], groups: list[str]) -> None:
+    """Drop the namespace's schemas, topics and consumer groups (each step on its own)."""
+    problems: list[str] = []
+    engine = create_async_engine(ns.database_url)
+    try:
+        async with engine.begin() as conn:
+            for service in services:
+                schema = ns.settings(service).db_schema
+                await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    except Exception as exc:  # noqa: BLE001 - try the topics anyway, then say so
+        problems.append(f"schemas: {type(exc).__name__}: {exc}")
+    finally:
+        await engine.dispose()
+    admin = AIOKafkaAdminClient(bootstrap_servers=ns.bootstrap, request_timeout_ms=30_000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        ours = [t for t in existing if t.startswith(f"{ns.prefix}.")]
+        if ours:
+            await admin.delete_topics(ours, timeout_ms=30_000)
+        for group in groups:
+            with contextlib.suppress(Exception):  # empty groups also expire on their own
+                await _delete_group(admin, group)
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"topics: {type(exc).__name__}: {exc}")
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    if problems:
+        raise RuntimeError("; ".join(problems))
+
+
+async def _prepare_namespace(ns: Namespace, services: list[str], timeout: float) -> None:
+    from shared.db import migrate
+    from shared.topics import ensure_topics
+    from tenure_cli.services import migrations_dir
+
+    await ensure_topics(ns_platform(ns), ALL_TOPICS)
+    await _await_leaders(ns, [ns_platform(ns).topic(t) for t in ALL_TOPICS], timeout)
+    for service in services:
+        await migrate(ns.settings(service), migrations_dir(service))
+
+
+def _new_namespace(kind: str, partitions: int | None) -> Namespace:
+    platform_settings = PlatformSettings()
+    return Namespace(
+        prefix=f"bench{kind}{uuid.uuid4().hex[:8]}",
+        bootstrap=platform_settings.kafka_bootstrap,
+        database_url=platform_settings.database_url,
+        partitions=partitions or platform_settings.partitions,
+    )
+
+
+def _stamp() -> dict[str, Any]:
+    return {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "git": _git()}
+
+
+# ------------------------------------------------------------------ end-to-end latency
+
+FIRST_TXN_DELAY_S = 1.0  # a new customer's first transaction follows its registration by this
+KEPT_UP_DRAIN_S = 5.0  # kept up: the run's last output arrived within this after publishing
+LAG_SAMPLE_S = 1.0
+LATENCY_OUTPUTS = {
+    "profile": OUTPUT_TOPICS["profile_updates"],
+    "churn": OUTPUT_TOPICS["churn_scores"],
+    "stage": OUTPUT_TOPICS["lifecycle_stages"],
+}
+
+
+class ClockedBuilder(MixBuilder):
+    """The same event makers, with event times set by the caller (`at`): wall-clock plans."""
+
+    def __init__(self, seed: int, customers: int):
+        super().__init__(seed, customers)
+        self.at = datetime.now(UTC)
+
+    def _next(self) -> tuple[uuid.UUID, datetime]:
+        self.seq += 1
+        return uuid.UUID(int=self.rng.getrandbits(128), version=4), self.at
+
+
+def _new_customer(cid: str) -> _Customer:
+    c = _Customer(cid)
+    c.accounts.append((f"{cid}-CUR", "current"))
+    c.balances[f"{cid}-CUR"] = Decimal("0.00")
+    return c
+
+
+@dataclass
+class Plan:
+    """One phase's events, in publish order, with when each is due (seconds after start)."""
+
+    at: list[float] = field(default_factory=list)
+    messages: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    first_txn: dict[str, str] = field(default_factory=dict)  # new customer -> its event id
+
+    def add(self, at: float, kind: str, event: EnvelopeBase, settings: PlatformSettings) -> None:
+        from shared.settings import topic_of
+
+        self.at.append(at)
+        self.messages.append(
+            (settings.topic(topic_of(event.event_type)), event.customer_id.encode(),
+             encode_event(event))
+        )
+        self.event_ids.append(str(event.event_id))
+        self.kinds.append(kind)
+
+
+def build_plan(
+    builder: ClockedBuilder, settings: PlatformSettings, rate: int, seconds: float,
+    new_share: float, tag: str,
+) -> Plan:
+    """`rate` events/s for `seconds`: transactions of existing customers, plus new customers
+    (a share `new_share` of the events: half registrations, half their first transaction
+    FIRST_TXN_DELAY_S later), evenly spread.
+
+    >>> b = ClockedBuilder(1, 50)
+    >>> p = build_plan(b, PlatformSettings(), 100, 2.0, 0.1, "t")
+    >>> len(p.at), p.kinds.count("registration"), p.kinds.count("first_txn"), len(p.first_txn)
+    (200, 10, 10, 10)
+    >>> p.at == sorted(p.at) and p.at[-1] < 2.0
+    True
+    """
+    n = max(1, round(rate * seconds))
+    n_new = int(n * new_share / 2)
+    n_main = n - 2 * n_new
+    delay = min(FIRST_TXN_DELAY_S, seconds / 4)
+    span = seconds - delay
+    slots: list[tuple[float, int, str, int]] = []
+    slots += [(k * seconds / n_main, 1, "txn", k) for k in range(n_main)]
+    for j in range(n_new):
+        t = (j + 0.5) * span / n_new
+        slots.append((t, 0, "registration", j))
+        slots.append((t + delay, 1, "first_txn", j))
+    slots.sort()
+    new = [_new_customer(f"BN{tag}{j:06d}") for j in range(n_new)]
+    start = datetime.now(UTC)
+    plan = Plan()
+    for at, _, kind, j in slots:
+        builder.at = start + timedelta(seconds=at)
+        if kind == "txn":
+            event = builder.transaction(builder.rng.choice(builder.customers))
+        elif kind == "registration":
+            event = builder.registered(new[j])
+        else:
+            event = builder.transaction(new[j])
+            plan.first_txn[new[j].cid] = str(event.event_id)
+        plan.add(at, kind, event, settings)
+    return plan
+
+
+class OutputCollector:
+    """Reads profile.updated, churn.scored and stage.changed as they arrive, with the time.
+
+    Only what linking needs is decoded (orjson, no model validation), so the collector costs
+    little next to the publisher in the same process.
+    """
+
+    def __init__(self, ns: Namespace):
+        self.ns = ns
+        platform_settings = ns_platform(ns)
+        self.kind_of = {platform_settings.topic(t): k for k, t in LATENCY_OUTPUTS.items()}
+        self.partitions = [
+            TopicPartition(t, p) for t in self.kind_of for p in range(ns.partitions)
+        ]
+        self.profile: dict[str, tuple[str, float]] = {}  # profile.updated id -> (cause, t)
+        self.churn: list[tuple[str, float]] = []  # (profile.updated id, t)
+        self.stage: list[tuple[str, str, str, float]] = []  # (customer, to_stage, cause, t)
+        self.position: dict[TopicPartition, int] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.failed: BaseException | None = None
+
+    async def start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.ns.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=50,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            client_id="tenure-bench-collector",
+        )
+        await self.consumer.start()
+        self.consumer.assign(self.partitions)
+        await self.consumer.seek_to_beginning(*self.partitions)
+        self.task = asyncio.create_task(self._run(), name="bench-collector")
+
+    async def _run(self) -> None:
+        import orjson
+
+        assert self.consumer is not None
+        try:
+            while True:
+                batch = await self.consumer.getmany(timeout_ms=100, max_records=10_000)
+                now = time.perf_counter()
+                for tp, messages in batch.items():
+                    kind = self.kind_of[tp.topic]
+                    for m in messages:
+                        doc = orjson.loads(m.value)
+                        if kind == "profile":
+                            self.profile[doc["event_id"]] = (doc.get("causation_id"), now)
+                        elif kind == "churn":
+                            self.churn.append((doc.get("causation_id"), now))
+                        else:
+                            self.stage.append(
+                                (doc["customer_id"], doc["payload"]["to"],
+                                 doc.get("causation_id"), now)
+                            )
+                    if messages:
+                        self.position[tp] = messages[-1].offset + 1
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - reported by the phase that waits
+            self.failed = exc
+            raise
+
+    def caught_up(self, ends: dict[TopicPartition, int]) -> bool:
+        return all(self.position.get(tp, 0) >= end for tp, end in ends.items())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+
+
+class LagProbe:
+    """Consumer-group lag per service and outbox rows per service, on long-lived clients."""
+
+    def __init__(self, ns: Namespace, services: list[str]):
+        import importlib
+
+        self.ns = ns
+        self.services = services
+        platform_settings = ns_platform(ns)
+        self.parts = {
+            s: [
+                TopicPartition(platform_settings.topic(t), p)
+                for t in importlib.import_module(f"services.{s}.consumer").TOPICS
+                for p in range(ns.partitions)
+            ]
+            for s in services
+        }
+        self.groups = {s: ns.settings(s).consumer_group for s in services}
+        self.schemas = {s: ns.settings(s).db_schema for s in services}
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=ns.bootstrap, request_timeout_ms=30_000)
+        self.probe = AIOKafkaConsumer(bootstrap_servers=ns.bootstrap, group_id=None)
+        self.engine = create_async_engine(ns.database_url, pool_size=1)
+
+    async def start(self) -> None:
+        await self.admin.start()
+        await self.probe.start()
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.probe.stop()
+        with contextlib.suppress(Exception):
+            await self.admin.close()
+        await self.engine.dispose()
+
+    async def end_offsets(self, parts: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict(await self.probe.end_offsets(parts))
+
+    async def lags(self) -> dict[str, int]:
+        everything = sorted({tp for parts in self.parts.values() for tp in parts})
+        ends = await self.end_offsets(everything)
+        out: dict[str, int] = {}
+        for s in self.services:
+            committed = await self.admin.list_consumer_group_offsets(self.groups[s])
+            out[s] = sum(
+                max(ends[tp] - (committed[tp].offset if tp in committed else 0), 0)
+                for tp in self.parts[s]
+            )
+        return out
+
+    async def outboxes(self) -> dict[str, int]:
+        counts = ", ".join(
+            f'(SELECT count(*) FROM "{self.schemas[s]}".outbox) AS "{s}"' for s in self.services
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.text(f"SELECT {counts}"))).one()
+        return {s: int(row._mapping[s]) for s in self.services}
+
+
+class CpuMeter:
+    """CPU seconds of the service processes, the broker, PostgreSQL, this process, the host."""
+
+    def __init__(self, pids: dict[str, int], server: ServerCpu):
+        self.pids = pids
+        self.server = server
+
+    def snapshot(self) -> dict[str, Any]:
+        procs = {name: _pid_cpu(pid) for name, pid in self.pids.items()}
+        busy, total = _host_cpu()
+        return {
+            "wall": time.perf_counter(),
+            "procs": {k: v for k, v in procs.items() if v is not None},
+            "server": self.server.snapshot(),
+            "bench": time.process_time(),
+            "host": (busy, total),
+        }
+
+    @staticmethod
+    def delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        wall = b["wall"] - a["wall"]
+        cpu = {k: b["procs"][k] - a["procs"][k] for k in b["procs"] if k in a["procs"]}
+        cpu.update({k: b["server"][k] - a["server"][k] for k in b["server"] if k in a["server"]})
+        cpu["bench"] = b["bench"] - a["bench"]
+        busy = b["host"][0] - a["host"][0]
+        total = b["host"][1] - a["host"][1]
+        host_busy = busy / total if total > 0 else None
+        others = None
+        if host_busy is not None and wall > 0:
+            # Host CPU not spent by the processes above: other tenants of the machine.
+            others = max(host_busy * (os.cpu_count() or 1) - sum(cpu.values()) / wall, 0.0)
+        return {
+            "wall_s": round(wall, 2),
+            "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
+            # Share of one core each process kept busy over the window.
+            "cores": {k: round(v / wall, 2) for k, v in cpu.items()} if wall > 0 else {},
+            "other_processes_cores": None if others is None else round(others, 2),
+            "host_busy": None if host_busy is None else round(host_busy, 3),
+        }
+
+
+async def _paced_publish(producer: AIOKafkaProducer, plan: Plan) -> dict[str, Any]:
+    """Send each event when it is due; returns send times (perf_counter) and pacing figures.
+
+    An event's publish time is when it was handed to the producer (before its linger and
+    the broker's acknowledgement), so latencies include the publisher's own batching.
+    """
+    n = len(plan.at)
+    sent_at = [0.0] * n
+    futures = []
+    late_max = 0.0
+    i = 0
+    start = time.perf_counter()
+    while i < n:
+        now = time.perf_counter() - start
+        while i < n and plan.at[i] <= now:
+            topic, key, value = plan.messages[i]
+            t = time.perf_counter()
+            futures.append(await producer.send(topic, value, key=key))
+            sent_at[i] = t
+            late_max = max(late_max, t - start - plan.at[i])
+            i += 1
+        if i < n:
+            wait = plan.at[i] - (time.perf_counter() - start)
+            await asyncio.sleep(wait if wait > 0.001 else 0)
+    end = time.perf_counter()
+    await asyncio.gather(*futures)
+    acked = time.perf_counter()
+    seconds = end - start
+    return {
+        "sent_at": sent_at,
+        "start": start,
+        "end": end,
+        "events": n,
+        "wall_s": round(seconds, 3),
+        "events_per_s": round(n / seconds, 1) if seconds > 0 else None,
+        "max_behind_schedule_ms": round(late_max * 1000, 1),
+        "last_ack_after_s": round(acked - end, 3),
+    }
+
+
+async def _bulk_publish(producer: AIOKafkaProducer, messages: list[tuple[str, bytes, bytes]]) -> None:
+    futures = [await producer.send(t, v, key=k) for t, k, v in messages]
+    await asyncio.gather(*futures)
+
+
+def _latency_producer(ns: Namespace) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=ns.bootstrap,
+        client_id="tenure-bench-paced",
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        max_request_size=5 * 1024 * 1024,
+    )
+
+
+async def _wait_drained(
+    probe: LagProbe, collector: OutputCollector, timeout: float, since: float
+) -> dict[str, Any]:
+    """Until every group is at the end of its topics, every outbox is empty and the collector
+    has read every output, twice in a row; reports when that was first seen."""
+    outputs = collector.partitions
+    deadline = time.perf_counter() + timeout
+    calm_since: float | None = None
+    lags: dict[str, int] = {}
+    outbox: dict[str, int] = {}
+    last_note = time.perf_counter()
+    while True:
+        if collector.failed is not None:
+            failure = collector.failed
+            raise RuntimeError(
+                f"the output collector failed: {type(failure).__name__}: {failure}"
+            ) from failure
+        checked = time.perf_counter()
+        lags = await probe.lags()
+        outbox = await probe.outboxes()
+        calm = not any(lags.values()) and not any(outbox.values())
+        if calm:
+            calm = collector.caught_up(await probe.end_offsets(outputs))
+        if calm:
+            if calm_since is not None:
+                return {"drained": True, "caught_up_s": round(calm_since - since, 2)}
+            calm_since = checked
+        else:
+            calm_since = None
+        if time.perf_counter() > deadline:
+            return {"drained": False, "caught_up_s": None, "lag_left": lags,
+                    "outbox_left": outbox}
+        if time.perf_counter() - last_note > 10:
+            last_note = time.perf_counter()
+            say(f"  ... draining: lag {lags}, outbox {outbox}")
+        await asyncio.sleep(0.25)
+
+
+async def _sample_lags(probe: LagProbe, start: float, out: list[dict[str, Any]]) -> None:
+    """Consumer lag per service every LAG_SAMPLE_S while a phase publishes."""
+    while True:
+        with contextlib.suppress(Exception):
+            lags = await probe.lags()
+            out.append({"t_s": round(time.perf_counter() - start, 2), **lags})
+        await asyncio.sleep(LAG_SAMPLE_S)
+
+
+def _link(plan: Plan, publish: dict[str, Any], collector: OutputCollector) -> dict[str, Any]:
+    """Outputs to the inputs that caused them; latencies from each input's publish time."""
+    sent = dict(zip(plan.event_ids, publish["sent_at"], strict=True))
+    start, end = publish["start"], publish["end"]
+    profile_lat: list[float] = []
+    churn_lat: list[tuple[float, float]] = []  # (input's publish offset, latency)
+    churn_hop: list[float] = []
+    last_output = 0.0
+    for cause, t in collector.profile.values():
+        if cause in sent:
+            profile_lat.append(t - sent[cause])
+            last_output = max(last_output, t)
+    churn_inputs: set[str] = set()
+    for profile_id, t in collector.churn:
+        hit = collector.profile.get(profile_id)
+        if hit is None or hit[0] not in sent:
+            continue
+        churn_inputs.add(hit[0])
+        churn_lat.append((sent[hit[0]] - start, t - sent[hit[0]]))
+        churn_hop.append(t - hit[1])
+        last_output = max(last_output, t)
+    stage_lat: list[float] = []
+    linked_to_first_txn = 0
+    for customer, to_stage, cause, t in collector.stage:
+        first = plan.first_txn.get(customer)
+        if first is None or to_stage != "onboarding":
+            continue
+        stage_lat.append(t - sent[first])
+        hit = collector.profile.get(cause)
+        linked_to_first_txn += hit is not None and hit[0] == first
+        last_output = max(last_output, t)
+    seconds = max(end - start, 1e-9)
+    by_quarter: list[list[float]] = [[], [], [], []]
+    for at, v in churn_lat:
+        by_quarter[min(3, max(0, int(at / seconds * 4)))].append(v)
+    quarters = [_percentiles(q)["p50_ms"] for q in by_quarter]
+    kinds = {k: plan.kinds.count(k) for k in ("txn", "registration", "first_txn")}
+    return {
+        "published": kinds,
+        "profile_updated": {**_percentiles(profile_lat), "inputs_measured": len(profile_lat)},
+        "churn_scored": {
+            **_percentiles([v for _, v in churn_lat]),
+            "inputs_measured": len(churn_inputs),
+            "inputs_published": len(plan.at),
+            "p50_ms_by_quarter": quarters,
+            "hop_from_profile_updated": _percentiles(churn_hop),
+        },
+        "stage_changed_onboarding": {
+            **_percentiles(stage_lat),
+            "new_customers": len(plan.first_txn),
+            "caused_by_first_txn": linked_to_first_txn,
+        },
+        "drain_s": round(max(last_output - end, 0.0), 2) if last_output else None,
+    }
+
+
+async def _latency_phase(
+    rate: int, plan: Plan, probe: LagProbe, collector: OutputCollector, cpu: CpuMeter,
+    producer: AIOKafkaProducer, drain_timeout: float,
+) -> dict[str, Any]:
+    say(f"  {rate:,} events/s for {plan.at[-1]:.0f}s: {len(plan.at):,} events")
+    before = cpu.snapshot()
+    samples: list[dict[str, Any]] = []
+    sampler = asyncio.create_task(_sample_lags(probe, time.perf_counter(), samples))
+    try:
+        publish = await _paced_publish(producer, plan)
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    at_end = {"lag": await probe.lags(), "outbox": await probe.outboxes()}
+    say(f"    published at {publish['events_per_s']:,.0f}/s; at the end: lag {at_end['lag']}, "
+        f"outbox {at_end['outbox']}")
+    drained = await _wait_drained(probe, collector, drain_timeout, publish["end"])
+    after = cpu.snapshot()
+    linked = _link(plan, publish, collector)
+    drain_s = linked.pop("drain_s")
+    kept_up = bool(drained["drained"] and drain_s is not None and drain_s <= KEPT_UP_DRAIN_S)
+    result = {
+        "target_events_per_s": rate,
+        "publish": {k: v for k, v in publish.items() if k not in ("sent_at", "start", "end")},
+        **linked,
+        "at_publish_end": at_end,
+        "max_lag_while_publishing": {
+            s: max((x.get(s, 0) for x in samples), default=0) for s in probe.services
+        },
+        "lag_samples": samples,
+        "drain": {**drained, "last_output_after_s": drain_s},
+        "kept_up": kept_up,
+        "resources": CpuMeter.delta(before, after),
+    }
+    c, s = result["churn_scored"], result["stage_changed_onboarding"]
+    say(f"    churn.scored p50 {c['p50_ms']} / p99 {c['p99_ms']} ms ({c['count']:,} measured), "
+        f"stage.changed p50 {s['p50_ms']} / p99 {s['p99_ms']} ms ({s['count']:,}); "
+        f"drain {drain_s}s, kept up: {kept_up}")
+    return result
+
+
+async def _readiness(services: list[Any], timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=5) as client:
+        for s in services:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{s.url}/readyz")).status_code == 200:
+                        break
+                if s.proc is not None and s.proc.poll() is not None:
+                    raise RuntimeError(f"{s.service} exited: see {s.log_path}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{s.service} not ready after {timeout:.0f}s: {s.log_path}")
+                await asyncio.sleep(0.2)
+
+
+async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
+    from tenure_cli.procs import ServiceProcess
+    from tenure_cli.services import SERVICE_NAMES
+
+    services_names = list(SERVICE_NAMES)
+    ns = _new_namespace("lat", args.partitions)
+    settings = ns_platform(ns)
+    say(f"end-to-end latency: namespace {ns.prefix}, four services as processes")
+    logs = _log_dir(ns)
+    env = _service_env(ns)
+    procs = [ServiceProcess(n, env, logs / f"{n}.log") for n in services_names]
+    probe = LagProbe(ns, services_names)
+    collector = OutputCollector(ns)
+    producer = _latency_producer(ns)
+    started_clients = False
+    failed = True
+    try:
+        await _prepare_namespace(ns, services_names, args.timeout)
+        for p in procs:
+            p.start(wait=False)
+        for p in procs:
+            p.wait()
+        await _readiness(procs, args.timeout)
+        await probe.start()
+        await collector.start()
+        await producer.start()
+        started_clients = True
+        for topic in ALL_TOPICS:
+            await producer.partitions_for(settings.topic(topic))
+        server = ServerCpu()
+        await server.discover(probe.engine, ns.bootstrap)
+        cpu = CpuMeter({p.service: p.proc.pid for p in procs if p.proc is not None}, server)
+
+        # Warm-up: every existing customer registers, then makes a first transaction, so the
+        # timed phases find customers known to every service (and in the onboarding stage).
+        builder = ClockedBuilder(args.seed + 1, args.latency_customers)
+        builder.at = datetime.now(UTC) - timedelta(hours=1)
+        warm = [builder.registered(c) for c in builder.customers]
+        builder.at = datetime.now(UTC) - timedelta(minutes=30)
+        warm += [builder.transaction(c) for c in builder.customers]
+        messages = [
+            (settings.topic(TOPIC_OF[e.event_type]), e.customer_id.encode(), encode_event(e))
+            for e in warm
+        ]
+        del warm
+        say(f"  warm-up: {args.latency_customers:,} registrations and first transactions")
+        began = time.perf_counter()
+        await _bulk_publish(producer, messages)
+        warmed = await _wait_drained(probe, collector, args.drain_timeout, time.perf_counter())
+        if not warmed["drained"]:
+            raise TimeoutError(f"warm-up did not drain in {args.drain_timeout:.0f}s: {warmed}")
+        warm_s = time.perf_counter() - began
+        say(f"    drained in {warm_s:.1f}s")
+
+        phases: list[dict[str, Any]] = []
+        skipped: list[int] = []
+        for i, rate in enumerate(args.rates):
+            if phases and not phases[-1]["drain"]["drained"]:
+                # Its backlog would be measured as this rate's latency.
+                skipped.append(rate)
+                continue
+            plan = build_plan(builder, settings, rate, args.latency_seconds,
+                              args.new_customer_share, f"{i}")
+            phases.append(
+                await _latency_phase(rate, plan, probe, collector, cpu, producer,
+                                     args.drain_timeout)
+            )
+            del plan
+        failed = False
+        worker = ns.settings("profile")
+        return {
+            **_stamp(),
+            "config": {
+                "namespace": ns.prefix,
+                "partitions": ns.partitions,
+                "customers": args.latency_customers,
+                "seconds_per_rate": args.latency_seconds,
+                "rates": args.rates,
+                "new_customer_share": args.new_customer_share,
+                "first_txn_delay_s": FIRST_TXN_DELAY_S,
+                "kept_up_drain_s": KEPT_UP_DRAIN_S,
+                "drain_timeout_s": args.drain_timeout,
+                "batch_max_records": worker.batch_max_records,
+                "batch_timeout_ms": worker.batch_timeout_ms,
+                "outbox_poll_seconds": worker.outbox_poll_seconds,
+                "outbox_batch": worker.outbox_batch,
+                "seed": args.seed + 1,
+            },
+            "warmup": {"events": len(messages), "drained_s": round(warm_s, 2)},
+            "phases": phases,
+            "skipped_rates_after_undrained_phase": skipped,
+        }
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if started_clients:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+        await collector.stop()
+        await probe.stop()
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.stop()
+        if args.keep:
+            say(f"kept namespace {ns.prefix}; service logs in {logs}")
+        else:
+            groups = [ns.settings(s).consumer_group for s in services_names]
+            try:
+                await _drop_namespace(ns, services_names, groups)
+            except Exception as exc:  # noqa: BLE001
+                say(f"could not drop namespace {ns.prefix}: {exc}")
+            if failed:
+                say(f"service logs in {logs}")
+            else:
+                import shutil
+
+                shutil.rmtree(logs, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ population size
+
+SEED_CHUNK = 50_000
+
+
+class _LazyPopulation:
+    """A sequence of C customers made on first use, so a million cost only those drawn."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.made: dict[int, _Customer] = {}
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> _Customer:
+        c = self.made.get(i)
+        if c is None:
+            c = self.made[i] = _new_customer(f"BC{i:07d}")
+            c.balances[f"BC{i:07d}-CUR"] = Decimal("1000.00")
+        return c
+
+
+class PopulationBuilder(MixBuilder):
+    """The documented mix, with customers drawn uniformly from an existing population."""
+
+    def __init__(self, seed: int, population: int):
+        self.rng = random.Random(seed)
+        self.customers = _LazyPopulation(population)  # type: ignore[assignment]
+        self.t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        self.seq = 0
+
+
+_SEED_CONSENTS = (
+    "{}",
+    '{"email:marketing": true}',
+    '{"email:marketing": true, "sms:service": true}',
+    '{"email:marketing": false, "push:marketing": true}',
+    '{"phone:service": true, "email:service": true, "email:marketing": true}',
+)
+_SEED_FLAGS = '{"vulnerable": false, "collections": false}'
+_SEED_FLAGS_RARE = ('{"vulnerable": true, "collections": false}',
+                    '{"vulnerable": false, "collections": true}')
+CUSTOMER_COLUMNS = (
+    "customer_id", "registered", "segment", "time_zone", "language", "rm_id", "flags",
+    "consent", "registered_at", "first_activity_at", "last_activity_at", "last_event_at",
+    "transaction_count", "updated_at",
+)
+ACCOUNT_COLUMNS = (
+    "customer_id", "account_id", "product_type", "currency", "balance", "balance_at",
+    "margin_rate", "opened_at", "closed_at", "close_reason",
+)
+
+
+def seed_customers(seed: int, population: int, chunk: int = SEED_CHUNK) -> Any:
+    """Chunks of `customers` rows for BC0000000..: the state years of history would leave.
+
+    >>> rows = next(seed_customers(1, 3))
+    >>> [r[0] for r in rows], len(rows[0]) == len(CUSTOMER_COLUMNS)
+    (['BC0000000', 'BC0000001', 'BC0000002'], True)
+    """
+    r = random.Random(seed)
+    end = datetime(2025, 12, 31, tzinfo=UTC)
+    now = datetime.now(UTC)
+    day = timedelta(days=1)
+    rows: list[tuple[Any, ...]] = []
+    for i in range(population):
+        segment = MixBuilder.SEGMENTS[int(r.random() * 10)]
+        registered = r.random() < 0.9
+        since = end - day * r.randrange(30, 3650)
+        last = end - timedelta(seconds=r.randrange(0, 180 * 86_400))
+        rare = r.random()
+        rows.append((
+            f"BC{i:07d}",
+            registered,
+            segment if registered else None,
+            MixBuilder.ZONES[int(r.random() * 5)],
+            ("en", "en", "de", "fr", "zh")[int(r.random() * 5)],
+            f"RM{int(r.random() * 50):03d}" if segment != "retail" and registered else None,
+            _SEED_FLAGS_RARE[int(rare * 200)] if rare < 0.01 else _SEED_FLAGS,
+            _SEED_CONSENTS[int(r.random() * 5)],
+            since if registered else None,
+            since + day * r.randrange(0, 20),
+            last,
+            last,
+            r.randrange(0, 3000),
+            now,
+        ))
+        if len(rows) >= chunk:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
+
+
+def seed_accounts(seed: int, population: int, chunk: int = SEED_CHUNK) -> Any:
+    """Chunks of `accounts` rows: a current account each; 40% a second product, 10% a loan
+    or mortgage with a margin; 3% of second products closed.
+
+    >>> rows = next(seed_accounts(1, 3))
+    >>> rows[0][:4]
+    ('BC0000000', 'BC0000000-CUR', 'current', 'EUR')
+    """
+    r = random.Random(seed + 7)
+    end = datetime(2025, 12, 31, tzinfo=UTC)
+    day = timedelta(days=1)
+    rows: list[tuple[Any, ...]] = []
+    for i in range(population):
+        cid = f"BC{i:07d}"
+        opened = end - day * r.randrange(30, 3650)
+        seen = end - timedelta(seconds=r.randrange(0, 90 * 86_400))
+        rows.append((cid, f"{cid}-CUR", "current", "EUR",
+                     Decimal(r.randrange(-50_000, 2_000_000)).scaleb(-2), seen, None, opened,
+                     None, None))
+        if r.random() < 0.4:
+            product = ("savings", "card", "investment", "insurance")[int(r.random() * 4)]
+            closed = end - day * r.randrange(1, 30) if r.random() < 0.03 else None
+            rows.append((cid, f"{cid}-{product[:3].upper()}S", product, "EUR",
+                         Decimal(r.randrange(0, 5_000_000)).scaleb(-2), seen, None,
+                         opened + day * r.randrange(0, 30), closed,
+                         "customer_request" if closed else None))
+        if r.random() < 0.1:
+            product = "loan" if r.random() < 0.7 else "mortgage"
+            rows.append((cid, f"{cid}-{product[:3].upper()}S", product, "EUR",
+                         -Decimal(r.randrange(100_000, 30_000_000)).scaleb(-2), seen,
+                         Decimal(r.randrange(100, 900)).scaleb(-4),
+                         opened + day * r.randrange(0, 300), None, None))
+        if len(rows) >= chunk:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
+
+
+def _raw_dsn(database_url: str) -> str:
+    """The SQLAlchemy URL as a plain libpq DSN for asyncpg.
+
+    >>> _raw_dsn("postgresql+asyncpg://u:p@h:5/d")
+    'postgresql://u:p@h:5/d'
+    """
+    return sa.engine.make_url(database_url).set(drivername="postgresql").render_as_string(
+        hide_password=False
+    )
+
+
+async def seed_population(ns: Namespace, population: int, seed: int) -> dict[str, Any]:
+    """COPY the population into profile's customers and accounts, then VACUUM (ANALYZE)."""
+    import asyncpg
+
+    schema = ns.settings("profile").db_schema
+    conn = await asyncpg.connect(_raw_dsn(ns.database_url))
+    try:
+        began = time.perf_counter()
+        counted = {"accounts": 0}
+
+        async def stream(chunks: Any, table: str) -> Any:
+            # One COPY per table, fed as the rows are made: PostgreSQL stores a chunk while
+            # this process makes the next.
+            for rows in chunks:
+                counted[table] = counted.get(table, 0) + len(rows)
+                for row in rows:
+                    yield row
+
+        await conn.copy_records_to_table(
+            "customers", records=stream(seed_customers(seed, population), "customers"),
+            columns=CUSTOMER_COLUMNS, schema_name=schema,
+        )
+        await conn.copy_records_to_table(
+            "accounts", records=stream(seed_accounts(seed, population), "accounts"),
+            columns=ACCOUNT_COLUMNS, schema_name=schema,
+        )
+        accounts = counted["accounts"]
+        copied = time.perf_counter()
+        # ANALYZE for the planner; VACUUM too, as autovacuum would have by now: it sets hint
+        # bits and the visibility map, and keeps an insert-triggered autovacuum out of the
+        # measurement.
+        for table in ("customers", "accounts"):
+            await conn.execute(f'VACUUM (ANALYZE) "{schema}".{table}')
+        analysed = time.perf_counter()
+        sizes = await conn.fetchrow(
+            f"SELECT pg_total_relation_size('\"{schema}\".customers') AS c, "
+            f"pg_total_relation_size('\"{schema}\".accounts') AS a"
+        )
+    finally:
+        await conn.close()
+    return {
+        "customers": population,
+        "accounts": accounts,
+        "copy_s": round(copied - began, 2),
+        "vacuum_analyze_s": round(analysed - copied, 2),
+        "customers_mb": round(sizes["c"] / 2**20, 1),
+        "accounts_mb": round(sizes["a"] / 2**20, 1),
+    }
+
+
+async def _get_latency(
+    ns: Namespace, population: int, requests: int, seed: int
+) -> dict[str, Any]:
+    """GET /v1/customers/{id} one request at a time against profile as a process."""
+    import httpx
+
+    from shared.auth import mint_token
+    from tenure_cli.procs import ServiceProcess
+
+    platform_settings = PlatformSettings()
+    token = mint_token(platform_settings.jwt_secret, subject="bench", scopes=["profile:read"],
+                       audience=platform_settings.jwt_audience)
+    proc = ServiceProcess("profile", _service_env(ns), _log_dir(ns) / "profile.log")
+    proc.start()
+    try:
+        await _readiness([proc], 60)
+        r = random.Random(seed)
+        ids = [f"BC{r.randrange(population):07d}" for _ in range(requests + 200)]
+        times: list[float] = []
+        statuses: dict[str, int] = {}
+        async with httpx.AsyncClient(base_url=proc.url, timeout=30,
+                                     headers={"Authorization": f"Bearer {token}"}) as client:
+            for i, cid in enumerate(ids):
+                began = time.perf_counter()
+                response = await client.get(f"/v1/customers/{cid}")
+                elapsed = time.perf_counter() - began
+                if i >= 200:
+                    times.append(elapsed)
+                    code = str(response.status_code)
+                    statuses[code] = statuses.get(code, 0) + 1
+        wall = sum(times)
+    finally:
+        proc.stop()
+    import shutil
+
+    shutil.rmtree(_log_dir(ns), ignore_errors=True)
+    return {
+        **_percentiles(times),
+        "warmup_requests": 200,
+        "statuses": statuses,
+        "requests_per_s": round(len(times) / wall, 1) if wall else None,
+        "target_p99_ms": 10.0,
+        "meets_target": bool(times) and _percentiles(times)["p99_ms"] <= 10.0,
+    }
+
+
+async def _population_one(
+    args: argparse.Namespace, population: int, get_latency: bool
+) -> dict[str, Any]:
+    ns = _new_namespace("pop", args.partitions)
+    settings = ns.settings("profile")
+    say(f"population {population:,}: namespace {ns.prefix}")
+    check = create_async_engine(
+        ns.database_url, pool_size=1,
+        connect_args={"server_settings": {"search_path": settings.db_schema}},
+    )
+    try:
+        await _prepare_namespace(ns, ["profile"], args.timeout)
+        seeded = await seed_population(ns, population, args.seed)
+        say(f"  seeded {population:,} customers and {seeded['accounts']:,} accounts in "
+            f"{seeded['copy_s']:.1f}s (+{seeded['vacuum_analyze_s']:.1f}s VACUUM ANALYZE)")
+        events = PopulationBuilder(args.seed, population).build(args.events)
+        messages = [
+            (settings.topic(TOPIC_OF[e.event_type]), e.customer_id.encode(), encode_event(e))
+            for e in events
+        ]
+        distinct = len({e.customer_id for e in events})
+        del events
+        publish = await _publish(ns, messages)
+        del messages
+        server = ServerCpu()
+        await server.discover(check, ns.bootstrap)
+        ingest = await _ingest(ns, args.events, server, check, args.timeout)
+        verify = await _verify(check)
+        say(f"  ingest {ingest['events_per_s']:,.0f} events/s")
+        result: dict[str, Any] = {
+            "population": population,
+            "namespace": ns.prefix,
+            "seed": seeded,
+            "events": args.events,
+            "distinct_customers_in_events": distinct,
+            "publish_events_per_s": publish["events_per_s"],
+            "profile_ingest": ingest,
+            "verify": {**verify, "customers_created": verify["customers"] - population},
+        }
+        if get_latency:
+            say(f"  GET /v1/customers/{{id}}: {args.get_requests:,} requests")
+            result["get_customer"] = await _get_latency(ns, population, args.get_requests,
+                                                        args.seed)
+            g = result["get_customer"]
+            say(f"    p50 {g['p50_ms']} ms, p99 {g['p99_ms']} ms")
+        return result
+    finally:
+        await check.dispose()
+        if args.keep:
+            say(f"kept namespace {ns.prefix}")
+        else:
+            try:
+                await _drop_namespace(ns, ["profile"], [settings.consumer_group])
+            except Exception as exc:  # noqa: BLE001
+                say(f"could not drop namespace {ns.prefix}: {exc}")
+
+
+async def run_population(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = sorted(args.population)
+    runs = [
+        await _population_one(args, size, get_latency=(size == sizes[-1] and args.get_requests > 0))
+        for size in sizes
+    ]
+    first, last = runs[0]["profile_ingest"], runs[-1]["profile_ingest"]
+    return {
+        **_stamp(),
+        "config": {"events": args.events, "seed": args.seed, "populations": sizes,
+                   "get_requests": args.get_requests},
+        "runs": runs,
+        "ratio_largest_to_smallest": round(last["events_per_s"] / first["events_per_s"], 3),
+        "ratio_with_relay_largest_to_smallest": (
+            round(last["until_relay_drained"]["events_per_s"]
+                  / first["until_relay_drained"]["events_per_s"], 3)
+            if "until_relay_drained" in last and "until_relay_drained" in first else None
+        ),
+    }
+
+
 # ------------------------------------------------------------------ reports
 
 
@@ -1027,12 +2092,284 @@ def write_doc(path: Path, table: str) -> None:
     path.write_text(f"{DOC_INTRO}\n## Profile ingest\n\n{block}\n")
 
 
+LATENCY_DOC_START = "<!-- bench-latency:start -->"
+LATENCY_DOC_END = "<!-- bench-latency:end -->"
+POPULATION_DOC_START = "<!-- bench-population:start -->"
+POPULATION_DOC_END = "<!-- bench-population:end -->"
+
+LATENCY_INTRO = """## End-to-end latency
+
+The four services run as separate processes (uvicorn, as `ServiceProcess` starts them), in a
+namespace of their own (`benchlat<hex>.*` topics, `benchlat<hex>_<service>` schemas, all
+four migrated). The benchmark process publishes and, with a consumer of its own, reads
+`tenure.profile-updates.v1`, `tenure.churn-scores.v1` and `tenure.lifecycle-stages.v1`.
+
+1. **Warm-up** (not timed): C existing customers (`--latency-customers`, default 5,000)
+   each register and make a first transaction; the run waits until every consumer group
+   is at the end of its topics, every outbox is empty and the reader has read everything.
+2. **One phase per rate** (`--rates`, default 1,000 and 5,000 events/s) for
+   `--latency-seconds` (default 20): a paced publisher sends each event when it is due
+   (one idempotent producer, `acks=all`, `linger_ms=5`). 96% are `transaction.posted` of
+   existing customers drawn uniformly at random; 4% (`--new-customer-share`) are new
+   customers: a registration, then their first transaction 1 s later. After publishing
+   stops, the phase waits until everything is drained (as in the warm-up) before the next.
+3. **Linking**: `churn.scored.causation_id` is the `profile.updated` event id and
+   `profile.updated.causation_id` is the last input event of that customer in profile's
+   batch, so each `churn.scored` leads to one input event and its publish time. Profile
+   emits one snapshot per customer per batch, so only the inputs that were the last of
+   their customer in a batch are measurable; how many were is reported. `stage.changed`
+   is measured for the new customers only: their first transaction moves them from
+   prospect to onboarding, from the first transaction's publish time to the
+   `stage.changed` (`to_stage = onboarding`) being read.
+
+Latency is from the moment an event is handed to the producer (so it includes the
+publisher's linger and the broker's acknowledgement) to the moment the benchmark's consumer
+receives the output. **Kept up** means the last output caused by the phase's events arrived
+within 5 s of the last publish; otherwise the platform built a backlog, latency grew with
+it (see the p50 per quarter of the phase), and the drain time says how long the backlog
+took to clear. Lag is messages not yet committed by each service's consumer group, sampled
+every second while publishing. CPU is per process over the phase (publish + drain), in
+cores (1.00 = one core busy the whole time); the benchmark process itself (publisher and
+reader) is `bench`. Everything, including Kafka and PostgreSQL, shares the same host.
+"""
+
+POPULATION_INTRO = """## Profile ingest with a large existing population
+
+Does ingest slow down when the customers already exist in large numbers? For each
+population size P (`--population`, default 10,000 and 1,000,000), in a fresh namespace:
+
+1. profile's schema is migrated and seeded directly with `COPY` (asyncpg
+   `copy_records_to_table`): P `customers` rows (90% registered, segments, time zones,
+   consents, flags, years of activity dates and transaction counts) and their `accounts`
+   (a current account each; 40% a second product, some closed; 10% a loan or mortgage with
+   a margin rate), then `VACUUM (ANALYZE)` (statistics for the planner; vacuuming also sets
+   the hint bits and visibility map autovacuum would have, and keeps an insert-triggered
+   autovacuum out of the measurement);
+2. the same event mix as above (N = `--events` events, same shares and seed), but with
+   customers drawn uniformly from the existing population, so nearly every upsert hits an
+   existing row (and, at 1M, mostly a different row each time);
+3. the profile ingest is measured exactly as above (real runtime in the benchmark process,
+   first batch to the commit of the batch holding event N, then until the relay drained).
+
+The ratio compares the largest population with the smallest in the same run. On the
+largest population, `GET /v1/customers/{id}` is timed against profile running as a
+process (uvicorn), one request at a time over a kept-alive httpx connection, for random
+existing customers, with a `profile:read` token; the first 200 requests warm up and are
+not counted. The 10 ms p99 target is reported, not asserted. The schemas and topics are
+dropped afterwards, also when the run fails.
+"""
+
+
+def _ms(v: Any) -> str:
+    return "n/a" if v is None else f"{v:,.1f}"
+
+
+def _run_line(r: dict[str, Any]) -> str:
+    git = r.get("git") or {}
+    commit = git.get("commit") or "unknown"
+    if git.get("dirty"):
+        commit += " (uncommitted changes)"
+    return f"Last run: {r['timestamp']}, commit {commit}"
+
+
+def render_latency(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"{_run_line(r)}: **failed**: {r['error']}"
+    c = r["config"]
+    lines = [
+        f"{_run_line(r)}; {c['customers']:,} existing customers, {c['seconds_per_rate']:g} s "
+        f"per rate, {c['partitions']} partitions, batches of up to {c['batch_max_records']} "
+        f"records ({c['batch_timeout_ms']} ms fetch timeout), outbox poll "
+        f"{c['outbox_poll_seconds']} s. Warm-up: {r['warmup']['events']:,} events, drained "
+        f"in {r['warmup']['drained_s']:.1f} s.",
+        "",
+        "| target events/s | achieved events/s | events | max lag while publishing "
+        "(profile / scoring / lifecycle / engagement) | drain s | kept up |",
+        "|---:|---:|---:|---|---:|---|",
+    ]
+    for p in r["phases"]:
+        lag = p["max_lag_while_publishing"]
+        drain = p["drain"]
+        drain_s = _ms(drain.get("last_output_after_s")) if drain["drained"] else (
+            f"not drained after {c['drain_timeout_s']:.0f} s"
+        )
+        lines.append(
+            f"| {p['target_events_per_s']:,} | {p['publish']['events_per_s']:,.0f} "
+            f"| {p['publish']['events']:,} "
+            f"| {' / '.join(f'{lag.get(s, 0):,}' for s in ('profile', 'scoring', 'lifecycle', 'engagement'))} "
+            f"| {drain_s} | {'yes' if p['kept_up'] else '**no**'} |"
+        )
+    lines += [
+        "",
+        "| target events/s | output | measured | p50 ms | p95 ms | p99 ms | max ms "
+        "| p50 ms by quarter of the phase |",
+        "|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for p in r["phases"]:
+        rate = f"{p['target_events_per_s']:,}"
+        pu, cs, sc = p["profile_updated"], p["churn_scored"], p["stage_changed_onboarding"]
+        hop = cs["hop_from_profile_updated"]
+        quarters = " → ".join(_ms(q) for q in cs["p50_ms_by_quarter"])
+        rows = [
+            ("input → `profile.updated` (first hop)", f"{pu['count']:,}", pu, ""),
+            ("input → `churn.scored`", f"{cs['inputs_measured']:,} of {cs['inputs_published']:,} "
+             "inputs", cs, quarters),
+            ("`profile.updated` → `churn.scored` (scoring hop)", f"{hop['count']:,}", hop, ""),
+            ("first transaction → `stage.changed` (onboarding)",
+             f"{sc['count']:,} of {sc['new_customers']:,} new customers", sc, ""),
+        ]
+        for name, measured, s, extra in rows:
+            lines.append(
+                f"| {rate} | {name} | {measured} | {_ms(s['p50_ms'])} | {_ms(s['p95_ms'])} "
+                f"| {_ms(s['p99_ms'])} | {_ms(s['max_ms'])} | {extra} |"
+            )
+    lines += [
+        "",
+        "| target events/s | phase s | profile | scoring | lifecycle | engagement | kafka "
+        "| postgres | bench | other processes | host busy |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in r["phases"]:
+        res = p["resources"]
+        cores = res["cores"]
+        cells = " | ".join(
+            _cores(cores.get(k)) for k in ("profile", "scoring", "lifecycle", "engagement",
+                                           "kafka", "postgres", "bench")
+        )
+        busy = "n/a" if res["host_busy"] is None else f"{res['host_busy']:.0%}"
+        lines.append(
+            f"| {p['target_events_per_s']:,} | {res['wall_s']:.1f} | {cells} "
+            f"| {_cores(res.get('other_processes_cores'))} | {busy} |"
+        )
+    lines += ["", f"CPU in cores (CPU seconds ÷ phase seconds) on a {r.get('host_cpus', '?')}-CPU "
+              f"host{_background(r)}. Other processes: host CPU not spent by the processes "
+              "named (other tenants of the machine)."]
+    if r.get("skipped_rates_after_undrained_phase"):
+        lines += ["", "Not run, because the phase before did not drain: "
+                  + ", ".join(f"{x:,}" for x in r["skipped_rates_after_undrained_phase"])
+                  + " events/s."]
+    notes = r.get("notes") or []
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def _background(r: dict[str, Any]) -> str:
+    b = r.get("host_busy_before_run")
+    return "" if b is None else f" that was {b:.0%} busy in the 2 s before the run"
+
+
+def _cores(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def render_population(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"{_run_line(r)}: **failed**: {r['error']}"
+    c = r["config"]
+    lines = [
+        f"{_run_line(r)}; N = {c['events']:,} events per population, seed {c['seed']}, "
+        f"on a {r.get('host_cpus', '?')}-CPU host{_background(r)}.",
+        "",
+        "| existing customers | accounts | tables MB (customers + accounts) | COPY s "
+        "| distinct customers in the N events | ingest events/s | wall s "
+        "| CPU s per 10k events | with relay drained events/s | `profile.updated` "
+        "| new customers created |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in r["runs"]:
+        s, i = run["seed"], run["profile_ingest"]
+        relay = i.get("until_relay_drained", {})
+        lines.append(
+            f"| {run['population']:,} | {s['accounts']:,} "
+            f"| {s['customers_mb'] + s['accounts_mb']:,.0f} ({s['customers_mb']:,.0f} + "
+            f"{s['accounts_mb']:,.0f}) | {s['copy_s']:.1f} "
+            f"| {run['distinct_customers_in_events']:,} | {i['events_per_s']:,.0f} "
+            f"| {i['wall_s']:.2f} | {i['cpu_s_per_10k_events']:.2f} "
+            f"| {relay.get('events_per_s', 0):,.0f} "
+            f"| {relay.get('profile_updated_published', 0):,} "
+            f"| {run['verify']['customers_created']:,} |"
+        )
+    sizes = [run["population"] for run in r["runs"]]
+    lines += [
+        "",
+        f"**Ingest at {sizes[-1]:,} ÷ ingest at {sizes[0]:,} existing customers: "
+        f"{r['ratio_largest_to_smallest']:.2f}x**"
+        + (f" ({r['ratio_with_relay_largest_to_smallest']:.2f}x until the relay drained)."
+           if r.get("ratio_with_relay_largest_to_smallest") is not None else "."),
+    ]
+    g = r["runs"][-1].get("get_customer")
+    if g:
+        verdict = "meets" if g["meets_target"] else "misses"
+        lines += [
+            "",
+            f"`GET /v1/customers/{{id}}` on {sizes[-1]:,} customers, {g['count']:,} requests "
+            f"one at a time: p50 {_ms(g['p50_ms'])} ms, p95 {_ms(g['p95_ms'])} ms, "
+            f"**p99 {_ms(g['p99_ms'])} ms** ({verdict} the {g['target_p99_ms']:g} ms target), "
+            f"max {_ms(g['max_ms'])} ms, {g['requests_per_s']:,.0f} requests/s; statuses "
+            + ", ".join(f"{k}: {v:,}" for k, v in sorted(g["statuses"].items())) + ".",
+        ]
+    return "\n".join(lines)
+
+
+def write_block(path: Path, start: str, end: str, intro: str, table: str) -> None:
+    """Replace what lies between the markers; append `intro` and the block if missing."""
+    block = f"{start}\n{table}\n{end}"
+    text = path.read_text() if path.exists() else DOC_INTRO
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        path.write_text(f"{head}{block}{tail}")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip() + f"\n\n{intro}\n{block}\n")
+
+
 def say(message: str) -> None:
     sys.stderr.write(f"[bench] {message}\n")
     sys.stderr.flush()
 
 
 # ------------------------------------------------------------------ entry point
+
+
+def _int_list(value: Any) -> list[int]:
+    """`1000,5000` or `1e6` style lists of positive integers.
+
+    >>> _int_list("1000, 5000"), _int_list([10_000]), _int_list("1e6")
+    ([1000, 5000], [10000], [1000000])
+    """
+    if isinstance(value, str):
+        value = [v for v in value.replace(" ", "").split(",") if v]
+    return [int(float(v)) for v in value]
+
+
+async def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    """The ingest benchmark, then end-to-end latency, then population size (each section
+    on its own namespace; a failing section is recorded and the others still run)."""
+    busy, total = _host_cpu()
+    await asyncio.sleep(2.0)
+    busy2, total2 = _host_cpu()
+    background = round((busy2 - busy) / (total2 - total), 3) if total2 > total else None
+    say(f"host busy before the run: {background:.0%} of {os.cpu_count()} CPUs"
+        if background is not None else "host load unknown")
+    result = await run(args)
+    result["host_busy_before_run"] = background
+    sections: list[tuple[str, Callable[[argparse.Namespace], Any]]] = []
+    if not args.skip_latency:
+        sections.append(("latency", run_latency))
+    if not args.skip_population:
+        sections.append(("population", run_population))
+    for name, section in sections:
+        try:
+            result[name] = await section(args)
+            result[name]["host_cpus"] = os.cpu_count()
+            result[name]["host_busy_before_run"] = background
+        except Exception as exc:  # noqa: BLE001 - recorded, reported, exit status 1
+            log.exception("%s section failed", name)
+            say(f"{name} section failed: {type(exc).__name__}: {exc}")
+            result[name] = {**_stamp(), "error": f"{type(exc).__name__}: {exc}"}
+    return result
 
 
 def main(args: argparse.Namespace) -> int:
@@ -1047,11 +2384,35 @@ def main(args: argparse.Namespace) -> int:
         ("timeout", 600.0),
         ("loop", "auto"),
         ("baseline_runs", 3),
+        ("latency_seconds", 20.0),
+        ("rates", "1000,5000"),
+        ("population", "10000,1000000"),
+        ("skip_latency", False),
+        ("skip_population", False),
+        ("latency_customers", 5_000),
+        ("new_customer_share", 0.04),
+        ("drain_timeout", 240.0),
+        ("get_requests", 3_000),
     ):
         if not hasattr(args, name):
             setattr(args, name, default)
     if args.events < 1 or args.customers < 1 or args.baseline_runs < 1:
         say("--events, --customers and --baseline-runs must be positive")
+        return 2
+    try:
+        args.rates = _int_list(args.rates)
+        args.population = _int_list(args.population)
+    except ValueError:
+        say("--rates and --population take comma-separated integers, e.g. 1000,5000")
+        return 2
+    if (
+        not args.rates or min(args.rates) < 1 or not args.population
+        or min(args.population) < 1 or args.latency_seconds <= 0
+        or args.latency_customers < 1 or not 0 <= args.new_customer_share < 1
+        or args.get_requests < 0 or args.drain_timeout <= 0
+    ):
+        say("--rates, --population, --latency-seconds, --latency-customers, --drain-timeout "
+            "must be positive; --new-customer-share in [0, 1); --get-requests >= 0")
         return 2
 
     loop_factory = None
@@ -1065,13 +2426,31 @@ def main(args: argparse.Namespace) -> int:
                 say("uvloop is not installed")
                 return 2
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        result = runner.run(run(args))
+        result = runner.run(run_all(args))
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # A skipped section keeps its figures from the run that made them (each is dated).
+    previous: dict[str, Any] = {}
+    if out.exists():
+        with contextlib.suppress(Exception):
+            previous = json.loads(out.read_text())
+    for name in ("latency", "population"):
+        if name not in result and name in previous:
+            result[name] = {**previous[name], "carried_over": True}
     out.write_text(json.dumps(result, indent=2) + "\n")
+    doc = Path(args.doc)
     table = render_table(result)
-    write_doc(Path(args.doc), table)
+    write_doc(doc, table)
     sys.stdout.write(table + "\n")
+    if "latency" in result and not result["latency"].get("carried_over"):
+        text = render_latency(result["latency"])
+        write_block(doc, LATENCY_DOC_START, LATENCY_DOC_END, LATENCY_INTRO, text)
+        sys.stdout.write("\n" + text + "\n")
+    if "population" in result and not result["population"].get("carried_over"):
+        text = render_population(result["population"])
+        write_block(doc, POPULATION_DOC_START, POPULATION_DOC_END, POPULATION_INTRO, text)
+        sys.stdout.write("\n" + text + "\n")
     say(f"wrote {out} and {args.doc}")
-    return 0
+    failed = [n for n in ("latency", "population") if "error" in result.get(n, {})]
+    return 1 if failed else 0
