@@ -1004,6 +1004,7 @@ def _stamp() -> dict[str, Any]:
 FIRST_TXN_DELAY_S = 1.0  # a new customer's first transaction follows its registration by this
 KEPT_UP_DRAIN_S = 5.0  # kept up: the run's last output arrived within this after publishing
 LAG_SAMPLE_S = 1.0
+IDLE_WINDOW_S = 5.0
 LATENCY_OUTPUTS = {
     "profile": OUTPUT_TOPICS["profile_updates"],
     "churn": OUTPUT_TOPICS["churn_scores"],
@@ -1544,6 +1545,10 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
             raise TimeoutError(f"warm-up did not drain in {args.drain_timeout:.0f}s: {warmed}")
         warm_s = time.perf_counter() - began
         say(f"    drained in {warm_s:.1f}s")
+        # What the four services cost with nothing to do (polling loops, relays, lag reports).
+        before = cpu.snapshot()
+        await asyncio.sleep(IDLE_WINDOW_S)
+        idle = CpuMeter.delta(before, cpu.snapshot())
 
         phases: list[dict[str, Any]] = []
         skipped: list[int] = []
@@ -1580,6 +1585,7 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
                 "seed": args.seed + 1,
             },
             "warmup": {"events": len(messages), "drained_s": round(warm_s, 2)},
+            "idle": idle,
             "phases": phases,
             "skipped_rates_after_undrained_phase": skipped,
         }
@@ -1968,12 +1974,22 @@ def _loop_name() -> str:
 DOC_INTRO = f"""# Benchmarks
 
 `./dev bench` (or `tenure bench` with `TENURE_KAFKA_BOOTSTRAP` and `TENURE_DATABASE_URL` set)
-measures how fast the profile service ingests events compared with the bare consumer kit,
-on the real Kafka broker and PostgreSQL of the `dev` profile. It never touches the demo's
-data: each run creates its own topics (`bench<hex>.*`) and schema (`bench<hex>_profile`)
-and drops them at the end.
+runs three measurements in one run, on the real Kafka broker and PostgreSQL of the `dev`
+profile:
 
-In one process, one run:
+- [**Profile ingest**](#profile-ingest): how fast the profile service ingests events
+  compared with the bare consumer kit;
+- [**End-to-end latency**](#end-to-end-latency): the four services as separate processes,
+  fed at fixed rates, from an input event's publish to `churn.scored` and `stage.changed`;
+- [**Population size**](#profile-ingest-with-a-large-existing-population): profile ingest
+  with 10,000 versus 1,000,000 existing customers, and the customer view's GET latency.
+
+It never touches the demo's data: each section creates its own namespace (topics
+`bench<hex>.*`, schemas `bench<hex>_<service>`) and drops it at the end, also when it
+fails. The default run takes about 5 to 10 minutes on a 2-CPU machine. Every figure of the
+last run is in `bench/results.json`; ratios are always between figures of the same run.
+
+The profile ingest, in one process:
 
 1. **Publish** a fixed, seeded mix of N events (default 20,000) over C customers (default
    2,000), built from the v1 contract models and keyed by `customer_id`, with an idempotent
@@ -1993,11 +2009,24 @@ the benchmark process's own (user + system, all threads; everything Python runs 
 the broker's and PostgreSQL's CPU over the same window come from /proc when they run on
 this host. The event loop is uvloop when installed, as under uvicorn (`--loop asyncio` to
 compare). The target is profile ingest at **>= {TARGET_RATIO}x** the baseline's events/s;
-it is reported, not asserted. `bench/results.json` holds every figure of the last run; the
-event mix is listed under the table.
+it is reported, not asserted. The event mix is listed under the table.
 
-Options: `tenure bench --events N --customers C --seed S --partitions P --baseline-runs R
---keep` (`--keep` leaves the namespace in place for inspection); `./dev bench` passes them on.
+Options (`./dev bench` passes them on):
+
+| option | default | what |
+|---|---|---|
+| `--events N`, `--customers C`, `--seed S` | 20,000, 2,000, 20260101 | the event mix (N is also the population section's) |
+| `--partitions P` | `TENURE_PARTITIONS` | partitions of every bench topic |
+| `--baseline-runs R` | 3 | baseline repetitions (median reported) |
+| `--rates` | `1000,5000` | end-to-end latency: publish rates, events/s |
+| `--latency-seconds` | 20 | end-to-end latency: seconds of publishing per rate |
+| `--latency-customers` | 5,000 | end-to-end latency: existing customers |
+| `--new-customer-share` | 0.04 | end-to-end latency: share of events from new customers |
+| `--drain-timeout` | 240 | end-to-end latency: seconds to wait for a backlog to clear |
+| `--population` | `10000,1000000` | population section: existing customers per run |
+| `--get-requests` | 3,000 | GET requests on the largest population (0 skips them) |
+| `--skip-latency`, `--skip-population` | | leave a section out (its last figures stay, dated) |
+| `--keep` | | keep the namespaces (and service logs) for inspection |
 """
 
 
@@ -2240,6 +2269,17 @@ def render_latency(r: dict[str, Any]) -> str:
         lines.append(
             f"| {p['target_events_per_s']:,} | {res['wall_s']:.1f} | {cells} "
             f"| {_cores(res.get('other_processes_cores'))} | {busy} |"
+        )
+    idle = r.get("idle")
+    if idle:
+        cells = " | ".join(
+            _cores(idle["cores"].get(k)) for k in ("profile", "scoring", "lifecycle",
+                                                   "engagement", "kafka", "postgres", "bench")
+        )
+        busy = "n/a" if idle["host_busy"] is None else f"{idle['host_busy']:.0%}"
+        lines.append(
+            f"| idle (no events) | {idle['wall_s']:.1f} | {cells} "
+            f"| {_cores(idle.get('other_processes_cores'))} | {busy} |"
         )
     lines += ["", f"CPU in cores (CPU seconds ÷ phase seconds) on a {r.get('host_cpus', '?')}-CPU "
               f"host{_background(r)}. Other processes: host CPU not spent by the processes "
