@@ -335,6 +335,9 @@ class ProfileSnapshot(Frozen):
     features: dict[str, float] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     value_tier: str | None = None
+    rfm_segment: str | None = None
+    quadrant: str | None = None
+    clv: float | None = None
 
 
 class ScoreReason(Frozen):

@@ -148,6 +148,13 @@ class _Parsed:
     event: EnvelopeBase
 
 
+def partition_of(customer_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a customer's key (murmur2)."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+
+
 def classify(
     records: list[RawRecord], settings: ServiceSettings
 ) -> tuple[list[_Parsed], list[tuple[RawRecord, str]]]:
@@ -195,6 +202,12 @@ class _Watermarks:
             self.dirty.add(key)
             current = event_time
         return current - self.lateness
+
+    def partition_now(self, partition: int) -> datetime | None:
+        """The watermark of a partition index across the topics read (one customer's events
+        share a partition index on every topic)."""
+        seen = [t for (_, p), t in self.max_seen.items() if p == partition]
+        return max(seen) - self.lateness if seen else None
 
     def clock(
         self, topic: str, partition: int, *, idle_after: float, wall: float | None = None
@@ -404,11 +417,15 @@ class EventConsumer:
                                 if not await self._claim_one(conn, event):
                                     duplicates += 1
                                     continue
-                                if handler is None or event.customer_id in erased:
+                                if event.event_type == "customer.erased":
+                                    await self._erase(uow, event, handler, now, erased)
+                                    await uow.flush()
+                                elif handler is None or event.customer_id in erased:
                                     ignored += 1
                                     continue
-                                await handler(event, uow=uow, now=now)
-                                await uow.flush()
+                                else:
+                                    await handler(event, uow=uow, now=now)
+                                    await uow.flush()
                         except Exception as exc:
                             uow.discard()
                             if await self._infrastructure_failed(exc):
@@ -429,10 +446,13 @@ class EventConsumer:
                             duplicates += 1
                             continue
                         fresh.discard(event.event_id)  # a second copy in the same batch
-                        if handler is None or event.customer_id in erased:
+                        if event.event_type == "customer.erased":
+                            await self._erase(uow, event, handler, now, erased)
+                        elif handler is None or event.customer_id in erased:
                             ignored += 1
                             continue
-                        await handler(event, uow=uow, now=now)
+                        else:
+                            await handler(event, uow=uow, now=now)
                     counted[event.event_type] = counted.get(event.event_type, 0) + 1
                 await uow.flush()
                 if self.after_batch is not None:
@@ -461,6 +481,25 @@ class EventConsumer:
                 },
             )
         del ignored
+
+    async def _erase(
+        self, uow: UnitOfWork[Any], event: EnvelopeBase, handler: Handler | None,
+        now: datetime, erased: set[str],
+    ) -> None:
+        """Every service honours an erasure: its own data goes, the id is remembered so a
+        replay of old events cannot bring the customer back."""
+        await uow.flush()
+        erase = getattr(uow.store, "erase", None)
+        if erase is not None:
+            await erase(event.customer_id)
+        if handler is not None:
+            await handler(event, uow=uow, now=now)
+        await uow.conn.execute(
+            pg_insert(erased_customers)
+            .values(customer_id=event.customer_id)
+            .on_conflict_do_nothing()
+        )
+        erased.add(event.customer_id)
 
     async def _claim(self, conn: AsyncConnection, parsed: list[_Parsed]) -> set[Any]:
         """Record all event ids of the batch at once; returns the ids not seen before."""

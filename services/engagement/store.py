@@ -51,6 +51,13 @@ actions = sa.Table(
 class EngagementStore:
     conn: AsyncConnection
 
+
+    async def erase(self, customer_id: str) -> None:
+        """customer.erased: everything this service keeps about the customer goes."""
+        await self.conn.execute(sa.delete(contacts).where(contacts.c.customer_id == customer_id))
+        await self.conn.execute(sa.delete(consents).where(consents.c.customer_id == customer_id))
+        await self.conn.execute(sa.delete(actions).where(actions.c.customer_id == customer_id))
+
     async def upsert_contact(self, customer_id: str, **values: Any) -> None:
         stmt = pg_insert(contacts).values(customer_id=customer_id, **values)
         await self.conn.execute(

@@ -116,6 +116,13 @@ class LifecycleStore:
         if stages:
             await self.conn.execute(UPSERT_STAGE, list(stages.values()))
 
+
+    async def erase(self, customer_id: str) -> None:
+        """customer.erased: everything this service keeps about the customer goes."""
+        self.stages.pop(customer_id, None)
+        await self.conn.execute(sa.delete(customer_stages).where(customer_stages.c.customer_id == customer_id))
+        await self.conn.execute(sa.delete(stage_history).where(stage_history.c.customer_id == customer_id))
+
     async def counts(self) -> dict[str, int]:
         rows = await self.conn.execute(
             sa.select(customer_stages.c.stage, sa.func.count()).group_by(customer_stages.c.stage)

@@ -1,49 +1,296 @@
-"""Profile's REST API: the customer view (deepened by the profile issue)."""
+"""Profile's REST API: the 360° view, timeline, RM worklists, segments, tags, erasure."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import base64
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from fastapi.responses import Response
 
-from services.profile.domain import snapshot
+from services.profile import pii, views
 from services.profile.store import ProfileStore
+from services.profile.tags import InvalidRules, load_rules
+from services.profile.view import compute_view
 from shared.auth import Principal, require
-from shared.events import ProfileSnapshot
+from shared.events import CustomerErased, ErasureRequest, derived_event_id
+from shared.kit import UnitOfWork, partition_of
+from shared.settings import INPUT_TOPICS
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 CustomerIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+Purpose = Annotated[
+    str | None,
+    Header(alias="X-Purpose", max_length=200,
+           description="why a person opens this profile (recorded in the audit log)"),
+]
+MASKS = {
+    "name": pii.mask_name,
+    "phone": pii.mask_phone,
+    "email": pii.mask_email,
+    "national_id": pii.mask_national_id,
+}
 
 
-@router.get("/customers/{customer_id}", response_model=None, summary="The customer's view")
+def _runtime(request: Request) -> Any:
+    return request.app.state.runtime
+
+
+def _in_book(principal: Principal, customer: dict[str, Any]) -> None:
+    """A relationship manager's person token sees the customers of their own book only,
+    unless it also holds `profile:all-books`."""
+    if (principal.kind == "person" and principal.rm_id
+            and not principal.has("profile:all-books")
+            and customer.get("rm_id") != principal.rm_id):
+        raise HTTPException(403, "this customer is not in your book")
+
+
+async def _personal_data(request: Request, conn: Any, customer_id: str,
+                         unmasked: bool) -> dict[str, Any]:
+    protection = _runtime(request).protection
+    tokens = await views.pii_of(conn, customer_id)
+    out: dict[str, Any] = {}
+    for field, token in tokens.items():
+        value = protection.cipher.decrypt(token, field=field, customer_id=customer_id)
+        if field == "birth_date":
+            out[field] = value if unmasked else pii.mask_date(date.fromisoformat(value))
+        else:
+            out[field] = value if unmasked else MASKS[field](value)
+    out["masked"] = not unmasked
+    return out
+
+
+@router.get("/customers/{customer_id}", summary="The 360° customer view")
 async def get_customer(
     request: Request,
     customer_id: CustomerIdPath,
     principal: Annotated[Principal, require("profile:read")],
-    as_of: Annotated[datetime | None, Query(description="event time to compute figures at")] = None,
+    purpose: Purpose = None,
+    as_of: Annotated[datetime | None, Query(description="event time to compute figures at "
+                                            "(default: the customer's partition watermark)")]
+    = None,
 ) -> dict[str, Any]:
-    runtime = request.app.state.runtime
-    async with runtime.engine.connect() as conn:
+    if as_of is not None and as_of.tzinfo is None:
+        raise HTTPException(422, "as_of lacks a UTC offset")
+    runtime = _runtime(request)
+    async with runtime.engine.begin() as conn:
         loaded = await ProfileStore(conn).load([customer_id])
-    customer = loaded.get(customer_id)
-    if customer is None:
-        raise HTTPException(404, f"customer {customer_id!r} is not known to profile")
-    when = as_of or customer.get("last_event_at")
-    view: ProfileSnapshot = snapshot(customer, when)
+        customer = loaded.get(customer_id)
+        if customer is None:
+            raise HTTPException(404, f"customer {customer_id!r} is not known to profile")
+        _in_book(principal, customer)
+        when = as_of or _watermark(runtime, customer) or customer.get("last_event_at")
+        figures = await views.figures(conn, {customer_id: when.date()})
+        complaints = (await views.complaints_of(conn, [customer_id]))[customer_id]
+        population = await views.population(conn)
+        personal = await _personal_data(request, conn, customer_id, principal.has("pii:read"))
+        birth = None
+        if "birth_date" in personal and not personal["masked"]:
+            birth = date.fromisoformat(personal["birth_date"])
+        view = compute_view(customer, when, figures.get(customer_id), complaints, population,
+                            birth)
+        if principal.kind == "person":
+            await views.audit(conn, subject=principal.subject, kind=principal.kind,
+                              action="read_profile", customer_id=customer_id, purpose=purpose,
+                              detail={"pii": not personal["masked"]})
     return {
         "customer_id": customer_id,
-        "last_event_at": customer.get("last_event_at"),
-        "accounts": [
-            {
-                "account_id": a["account_id"],
-                "product_type": a["product_type"],
-                "currency": a["currency"],
-                "balance": str(a["balance"]),
-                "opened_at": a["opened_at"],
-                "closed_at": a["closed_at"],
-            }
-            for a in customer["accounts"]
-        ],
-        **view.model_dump(mode="json"),
+        "as_of": when,
+        "identity": {
+            **personal,
+            "segment": customer.get("segment"),
+            "language": customer.get("language"),
+            "time_zone": customer.get("time_zone"),
+            "rm_id": customer.get("rm_id"),
+            "flags": customer.get("flags"),
+            "registered_at": customer.get("registered_at"),
+        },
+        "consent": customer.get("consent") or {},
+        "holdings": {
+            "products": view.products,
+            "total_balance": str(view.total_balance),
+            "accounts": [
+                {
+                    "account_id": a["account_id"],
+                    "product_type": a["product_type"],
+                    "currency": a["currency"],
+                    "balance": str(a["balance"]),
+                    "margin_rate": str(a["margin_rate"]) if a["margin_rate"] is not None else None,
+                    "opened_at": a["opened_at"],
+                    "closed_at": a["closed_at"],
+                    "close_reason": a["close_reason"],
+                }
+                for a in customer["accounts"]
+            ],
+        },
+        "activity": {
+            "first_activity_at": customer.get("first_activity_at"),
+            "last_activity_at": customer.get("last_activity_at"),
+            "transaction_count": customer.get("transaction_count"),
+            **{k: str(x) if isinstance(x, Decimal) else x for k, x in view.figures.items()},
+            "channel_mix": view.channel_mix,
+        },
+        "feedback": view.feedback,
+        "value": view.valuation,
+        "tags": customer.get("tags") or [],
+        "stage": {"stage": customer.get("stage"), "since": customer.get("stage_since")},
+        "churn": {
+            "probability": customer.get("churn_probability"),
+            "band": customer.get("churn_band"),
+            "reasons": customer.get("churn_reasons") or [],
+            "as_of": customer.get("churn_as_of"),
+        },
     }
+
+
+def _watermark(runtime: Any, customer: dict[str, Any]) -> datetime | None:
+    """The customer's partition watermark, so a silent customer's recency keeps growing."""
+    consumer = runtime.consumers[0] if runtime.consumers else None
+    last = customer.get("last_event_at")
+    if consumer is None:
+        return last
+    now = consumer.marks.partition_now(partition_of(customer["customer_id"],
+                                                    runtime.settings.partitions))
+    if now is None:
+        return last
+    return max(now, last) if last else now
+
+
+@router.get("/customers/{customer_id}/timeline", summary="The customer's last events")
+async def get_timeline(
+    request: Request,
+    customer_id: CustomerIdPath,
+    principal: Annotated[Principal, require("profile:read")],
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+) -> dict[str, Any]:
+    async with _runtime(request).engine.connect() as conn:
+        loaded = await ProfileStore(conn).load([customer_id])
+        if customer_id not in loaded:
+            raise HTTPException(404, f"customer {customer_id!r} is not known to profile")
+        _in_book(principal, loaded[customer_id])
+        rows = await views.timeline_of(conn, customer_id, limit)
+    return {
+        "customer_id": customer_id,
+        "events": [
+            {"event_id": str(r["event_id"]), "event_type": r["event_type"],
+             "occurred_at": r["occurred_at"], **r["summary"]}
+            for r in rows
+        ],
+    }
+
+
+@router.get("/customers", summary="RM worklists: customers by segment, tier, tag, stage, risk")
+async def list_customers(
+    request: Request,
+    principal: Annotated[Principal, require("profile:read")],
+    segment: Annotated[str | None, Query(max_length=40, description="RFM segment")] = None,
+    tier: Annotated[str | None, Query(pattern="^(high|mid|low)$")] = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    stage: Annotated[str | None, Query(max_length=20)] = None,
+    min_churn: Annotated[float | None, Query(ge=0, le=1)] = None,
+    phone: Annotated[str | None, Query(max_length=32, description="exact, any format")] = None,
+    national_id: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    runtime = _runtime(request)
+    after = _decode_cursor(cursor)
+    only: list[str] | None = None
+    async with runtime.engine.connect() as conn:
+        for kind, value in (("phone", phone), ("national_id", national_id)):
+            if value is not None:
+                try:
+                    digest = runtime.protection.blind.index(kind, value)
+                except ValueError:
+                    raise HTTPException(422, f"{kind} is not a usable {kind}") from None
+                found = await views.find_by_index(conn, kind, digest)
+                only = found if only is None else [c for c in only if c in found]
+        book = None
+        if principal.kind == "person" and principal.rm_id and not principal.has("profile:all-books"):
+            book = principal.rm_id
+        rows = await views.page(conn, segment=segment, tier=tier, tag=tag, stage=stage,
+                                min_churn=min_churn, only=only, rm_id=book, after=after,
+                                limit=limit)
+    return {
+        "items": [
+            {**r, "clv": r["clv"], "last_activity_at": r["last_activity_at"]} for r in rows
+        ],
+        "next_cursor": _encode_cursor(rows[-1]["customer_id"]) if len(rows) == limit else None,
+    }
+
+
+def _encode_cursor(customer_id: str) -> str:
+    return base64.urlsafe_b64encode(customer_id.encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise HTTPException(422, "cursor is not one this API returned") from None
+
+
+@router.get("/segments", summary="Customers per RFM segment, value tier, quadrant and stage")
+async def segments(
+    request: Request, principal: Annotated[Principal, require("profile:read")]
+) -> dict[str, Any]:
+    async with _runtime(request).engine.connect() as conn:
+        return await views.segment_counts(conn)
+
+
+@router.get("/tags/rules", summary="The tag rules in force")
+async def tag_rules(
+    request: Request, principal: Annotated[Principal, require("profile:read")]
+) -> dict[str, Any]:
+    rules = _runtime(request).protection.tags
+    return {"files": list(rules.sources), "rules": rules.describe()}
+
+
+@router.post("/tags/rules:reload", summary="Reload tag rules from their files, validated")
+async def reload_tag_rules(
+    request: Request, principal: Annotated[Principal, require("profile:admin")]
+) -> dict[str, Any]:
+    runtime = _runtime(request)
+    try:
+        rules = load_rules(request.app.state.settings.tags_dir)
+    except InvalidRules as exc:
+        raise HTTPException(422, f"rules not reloaded: {exc}") from None
+    runtime.protection.tags = rules
+    return {"reloaded": len(rules.rules), "files": list(rules.sources)}
+
+
+@router.delete("/customers/{customer_id}", status_code=202,
+               summary="Erase a customer everywhere (right to erasure)")
+async def erase_customer(
+    request: Request,
+    customer_id: CustomerIdPath,
+    principal: Annotated[Principal, require("profile:erase")],
+    purpose: Purpose = None,
+) -> Response:
+    runtime = _runtime(request)
+    now = datetime.now(UTC)
+    async with runtime.engine.begin() as conn:
+        existed = await views.erase(conn, customer_id, now)
+        await views.audit(conn, subject=principal.subject, kind=principal.kind,
+                          action="erase", customer_id=customer_id, purpose=purpose,
+                          detail={"existed": existed})
+        uow: UnitOfWork[None] = UnitOfWork(conn, None, request.app.state.settings)
+        await uow.emit(
+            CustomerErased(
+                event_id=derived_event_id("customer.erased", customer_id),
+                customer_id=customer_id,
+                occurred_at=now,
+                source=request.app.state.settings.source_id,
+                payload=ErasureRequest(requested_by=principal.subject[:64]),
+            ),
+            INPUT_TOPICS["customers"],
+        )
+        await uow.flush()
+    runtime.relay.notify()
+    return Response(status_code=202, headers={"X-Erasure-Id": str(uuid.uuid5(
+        uuid.NAMESPACE_URL, f"erasure:{customer_id}"))})

@@ -1,27 +1,48 @@
-"""Profile's object graph: engine, consumer, relay, store."""
+"""Profile's object graph: engine, consumer, relay, store, personal-data protection, tags."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from services.profile import consumer
+from services.profile.pii import BlindIndex, FieldCipher, Keyring
 from services.profile.settings import ProfileSettings
-from services.profile.store import ProfileStore
+from services.profile.store import ProfileStore, Protection
+from services.profile.tags import load_rules
 from shared.app import ServiceRuntime
 from shared.bootstrap import build_runtime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def protection_from(settings: ProfileSettings) -> Protection:
+    return Protection(
+        cipher=FieldCipher(Keyring.from_setting(settings.pii_keys)),
+        blind=BlindIndex.from_setting(
+            settings.blind_index_key, default_country_code=settings.default_country_code
+        ),
+        tags=load_rules(settings.tags_dir),
+    )
+
+
 def bootstrap(settings: ProfileSettings, **overrides: Any) -> ServiceRuntime:
-    return build_runtime(
+    protection = overrides.pop("protection", None) or protection_from(settings)
+
+    def store_factory(conn: AsyncConnection) -> ProfileStore:
+        return ProfileStore(conn, protection)
+
+    runtime = build_runtime(
         settings,
         **{
             "topics": consumer.TOPICS,
             "handlers": consumer.HANDLERS,
-            "store_factory": ProfileStore,
+            "store_factory": store_factory,
             "after_batch": consumer.AFTER_BATCH,
             **overrides,
         },
     )
+    runtime.protection = protection  # type: ignore[attr-defined]
+    return runtime

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -76,6 +76,31 @@ def snapshot(customer: dict[str, Any], as_of: datetime) -> ProfileSnapshot:
     )
 
 
+def snapshot_from_view(customer: dict[str, Any], view: Any, tags: list[str]) -> ProfileSnapshot:
+    """The 360° view reduced to what other services may know: no personal data."""
+    return ProfileSnapshot(
+        as_of=view.as_of,
+        registered=bool(customer.get("registered")),
+        segment=customer.get("segment"),
+        time_zone=customer.get("time_zone") or "UTC",
+        language=customer.get("language") or "en",
+        rm_id=customer.get("rm_id"),
+        flags=CustomerFlags(**(customer.get("flags") or {})),
+        consent=dict(customer.get("consent") or {}),
+        first_activity_at=customer.get("first_activity_at"),
+        last_activity_at=customer.get("last_activity_at"),
+        transaction_count=int(customer.get("transaction_count") or 0),
+        products=view.products,
+        total_balance=view.total_balance,
+        features=view.features,
+        tags=tags,
+        value_tier=view.valuation["value_tier"],
+        rfm_segment=view.valuation["rfm_segment"],
+        quadrant=view.valuation["quadrant"],
+        clv=view.valuation["clv"],
+    )
+
+
 # ------------------------------------------------------------------ the batch fold
 
 
@@ -129,9 +154,28 @@ class ProfileFold:
     consents: dict[str, dict[str, bool]] = field(default_factory=dict)
     activities: dict[str, ActivityDelta] = field(default_factory=dict)
     accounts: dict[tuple[str, str], AccountDelta] = field(default_factory=dict)
+    days: dict[tuple[str, date], dict[str, Any]] = field(default_factory=dict)
+    pii: dict[tuple[str, str], bytes | None] = field(default_factory=dict)
+    blind: dict[tuple[str, str], bytes | None] = field(default_factory=dict)
+    complaints: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    signals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.attributes or self.consents or self.activities or self.accounts)
+        return bool(
+            self.attributes or self.consents or self.activities or self.accounts or self.days
+            or self.pii or self.complaints or self.timeline or self.signals
+        )
+
+    def day(self, customer_id: str, at: datetime, **counts: Any) -> None:
+        """Add to the customer's daily activity bucket (UTC day of the event)."""
+        bucket = self.days.setdefault((customer_id, at.astimezone(UTC).date()), {})
+        for name, value in counts.items():
+            bucket[name] = bucket.get(name, 0) + value
+
+    def signal(self, customer_id: str, **values: Any) -> None:
+        """Latest churn score or stage seen for the customer (no snapshot is emitted)."""
+        self.signals.setdefault(customer_id, {}).update(values)
 
     def customer_attributes(self, customer_id: str, at: datetime, values: dict[str, Any]) -> None:
         merged = self.attributes.setdefault(customer_id, {})

@@ -98,6 +98,12 @@ class ScoringStore:
         if history:
             await self.conn.execute(INSERT_HISTORY, history)
 
+
+    async def erase(self, customer_id: str) -> None:
+        """customer.erased: everything this service keeps about the customer goes."""
+        await self.conn.execute(sa.delete(scores).where(scores.c.customer_id == customer_id))
+        await self.conn.execute(sa.delete(score_history).where(score_history.c.customer_id == customer_id))
+
     async def latest(self, customer_id: str) -> dict[str, Any] | None:
         row = (
             await self.conn.execute(sa.select(scores).where(scores.c.customer_id == customer_id))

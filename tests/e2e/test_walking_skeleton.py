@@ -35,15 +35,15 @@ async def test_two_customers_flow_through_all_four_services(ns: Namespace) -> No
         # profile: transaction count, last activity, balance
         async def profile_of(cid: str) -> dict | None:
             r = await svc["profile"].get(f"/v1/customers/{cid}")
-            if r.status_code == 200 and r.json()["transaction_count"] == 1:
+            if r.status_code == 200 and r.json()["activity"]["transaction_count"] == 1:
                 return r.json()
             return None
 
         ok = await eventually(lambda: profile_of("C-OK"), what="profile of C-OK")
-        assert ok["total_balance"] == "1500.000000"
-        assert ok["last_activity_at"].startswith((t0 + f.minutes(5)).isoformat()[:19])
+        assert ok["holdings"]["total_balance"] == "1500.000000"
+        assert ok["activity"]["last_activity_at"].startswith((t0 + f.minutes(5)).isoformat()[:19])
         no = await eventually(lambda: profile_of("C-NO"), what="profile of C-NO")
-        assert no["total_balance"] == "80.500000"
+        assert no["holdings"]["total_balance"] == "80.500000"
 
         # scoring: a real score with a band and reasons
         async def churn_of(cid: str) -> dict | None:

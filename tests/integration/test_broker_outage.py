@@ -23,7 +23,7 @@ async def test_service_recovers_after_broker_restart(tmp_path: Path) -> None:
 
             async def count_is(n: int) -> bool:
                 r = await profile.get("/v1/customers/C-B")
-                return r.status_code == 200 and r.json()["transaction_count"] == n
+                return r.status_code == 200 and r.json()["activity"]["transaction_count"] == n
 
             await eventually(lambda: count_is(1), what="first transaction")
             await ns.producer.stop()  # type: ignore[union-attr]

@@ -47,7 +47,7 @@ async def test_bad_messages_are_dead_lettered_and_the_rest_applied(ns: Namespace
 
         async def all_good_applied() -> bool:
             r = await profile.get("/v1/customers/C-1")
-            return r.status_code == 200 and r.json()["transaction_count"] == 5
+            return r.status_code == 200 and r.json()["activity"]["transaction_count"] == 5
 
         await eventually(all_good_applied, what="the five good transactions")
 
@@ -77,7 +77,7 @@ async def test_bad_messages_are_dead_lettered_and_the_rest_applied(ns: Namespace
 
         async def sixth() -> bool:
             r = await profile.get("/v1/customers/C-1")
-            return r.json()["transaction_count"] == 6
+            return r.json()["activity"]["transaction_count"] == 6
 
         await eventually(sixth, what="a transaction after the bad ones")
         metrics = (await profile.client.get("/metrics")).text

@@ -37,7 +37,7 @@ async def test_same_event_published_twice_has_one_effect(ns: Namespace) -> None:
             lambda: _processed_at_least(svc["profile"], 4), what="profile consumed the copies"
         )
         r = await svc["profile"].get("/v1/customers/C-DUP")
-        assert r.json()["transaction_count"] == 1
+        assert r.json()["activity"]["transaction_count"] == 1
         dup = await ns.sql("profile", "SELECT count(*) FROM inbox WHERE event_id = :e", e=txn.event_id)
         assert dup[0][0] == 1
         actions = (await svc["engagement"].get("/v1/customers/C-DUP/actions")).json()["actions"]
