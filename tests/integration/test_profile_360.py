@@ -27,7 +27,7 @@ async def _known(profile, cid: str, count: int = 1) -> dict:  # type: ignore[no-
 
 async def test_personal_data_is_encrypted_masked_searchable_and_audited(ns: Namespace) -> None:
     async with ns.service("profile") as profile:
-        await ns.publish("tenure.customers.v1", _registered("C-P"))
+        await ns.publish("tenure.customers.v1", _registered("C-P", f.now() - f.minutes(5)))
         await ns.publish("tenure.transactions.v1", f.transaction("C-P"))
         await _known(profile, "C-P")
 
@@ -66,6 +66,16 @@ async def test_personal_data_is_encrypted_masked_searchable_and_audited(ns: Name
             found = (await profile.get(f"/v1/customers?{query}")).json()["items"]
             assert [c["customer_id"] for c in found] == ["C-P"], query
         assert (await profile.get("/v1/customers?phone=07700900999")).json()["items"] == []
+
+        events = (await profile.get("/v1/customers/C-P/timeline")).json()["events"]
+        assert [e["event_type"] for e in events] == ["transaction.posted", "customer.registered"]
+        assert events[0]["amount"] == "25.00" and "name" not in events[1]
+        counts = (await profile.get("/v1/segments")).json()
+        assert sum(counts["value_tier"].values()) == 1 and sum(counts["rfm_segment"].values()) == 1
+        view = (await profile.get("/v1/customers/C-P")).json()
+        assert view["value"]["rfm_segment"] is not None
+        # 1,000 on a current account at 1.5 % plus 0.5 % interchange on 25.00 of card spend
+        assert view["value"]["clv_inputs"]["annual_margin"] == 15.12
 
 
 async def test_rm_sees_only_their_book(ns: Namespace) -> None:
