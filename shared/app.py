@@ -39,6 +39,7 @@ class ServiceRuntime:
         consumers: Sequence[EventConsumer] = (),
         relay: OutboxRelay | None = None,
         extra_tasks: Sequence[Callable[[], Any]] = (),
+        startup: Sequence[Callable[[], Any]] = (),
     ):
         self.settings = settings
         self.engine = engine
@@ -46,9 +47,12 @@ class ServiceRuntime:
         self.consumers = list(consumers)
         self.relay = relay
         self.extra_tasks = list(extra_tasks)
+        self.startup = list(startup)
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self) -> None:
+        for hook in self.startup:
+            await hook()
         if self.settings.run_consumers:
             for consumer in self.consumers:
                 self._tasks.append(asyncio.create_task(consumer.run(), name="consumer"))

@@ -25,6 +25,7 @@ def build_runtime(
     engine: AsyncEngine | None = None,
     metrics: KitMetrics | None = None,
     extra_tasks: Sequence[Callable[[], Any]] = (),
+    startup: Sequence[Callable[[], Any]] = (),
 ) -> ServiceRuntime:
     engine = engine or make_engine(settings)
     metrics = metrics or KitMetrics(settings.service_name)
@@ -46,4 +47,5 @@ def build_runtime(
         consumers=[consumer],
         relay=relay,
         extra_tasks=extra_tasks,
+        startup=startup,
     )

@@ -5,7 +5,9 @@ from shared.settings import INPUT_TOPICS, OUTPUT_TOPICS
 
 TOPICS = [
     INPUT_TOPICS["customers"],
+    INPUT_TOPICS["feedback"],
     OUTPUT_TOPICS["profile_updates"],
+    OUTPUT_TOPICS["churn_scores"],
     OUTPUT_TOPICS["lifecycle_stages"],
 ]
 HANDLERS = handlers.HANDLERS

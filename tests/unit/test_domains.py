@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from services.engagement.domain import ONBOARDING_WELCOME, decide
 from services.lifecycle.domain import transitions
 from services.profile.domain import snapshot
 from services.scoring.domain import REFERENCE, band_of, features_at, reasons_for, recency_prior
@@ -86,18 +85,3 @@ def test_lifecycle_new_customer_with_activity_goes_prospect_then_onboarding() ->
     ]
     assert steps[1].transition_at == T0 + timedelta(hours=1)
     assert transitions(Stage.onboarding, snap, T0) == []
-
-
-def test_contact_policy_order_consent_flags_freshness() -> None:
-    fresh = timedelta(hours=48)
-    ok = {("email", "marketing"): True}
-    assert decide(ONBOARDING_WELCOME, consent={("email", "marketing"): False}, flags={},
-                  trigger_at=T0, wall_clock=T0, freshness=fresh).reason == "no_consent"
-    assert decide(ONBOARDING_WELCOME, consent=ok, flags={"vulnerable": True},
-                  trigger_at=T0, wall_clock=T0, freshness=fresh).reason == "flag_vulnerable"
-    late = decide(ONBOARDING_WELCOME, consent=ok, flags={}, trigger_at=T0,
-                  wall_clock=T0 + timedelta(hours=49), freshness=fresh)
-    assert (late.decision.value, late.reason) == ("historical", "trigger_not_fresh")
-    sent = decide(ONBOARDING_WELCOME, consent=ok, flags={}, trigger_at=T0,
-                  wall_clock=T0 + timedelta(hours=1), freshness=fresh)
-    assert sent.decision.value == "sent" and sent.policy["trigger_age_hours"] == 1.0

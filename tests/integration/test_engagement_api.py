@@ -1,0 +1,76 @@
+"""Engagement's REST surface: playbook CRUD, RM tasks and outcomes, next best action, uplift."""
+
+from __future__ import annotations
+
+import contextlib
+
+from shared import events as ev
+from tests.support import factories as f
+from tests.support.platform import Namespace, eventually, token
+
+ADMIN = {"Authorization": f"Bearer {token('engagement:read', 'engagement:admin', 'engagement:write')}"}
+
+
+async def test_playbooks_tasks_outcomes_and_next_best_action(ns: Namespace) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        for name in ("profile", "scoring", "lifecycle"):
+            await stack.enter_async_context(ns.service(name))
+        engagement = await stack.enter_async_context(
+            ns.service("engagement", global_holdout_share=0.0))
+        client = engagement.client
+
+        bad = {"trigger": "stage.changed", "when": "open('/etc/passwd')",
+               "action": {"channel": "email", "template": "x"}, "purpose": "marketing",
+               "priority": 1, "cooldown_days": 1}
+        r = await client.put("/v1/playbooks/sneaky", json=bad, headers=ADMIN)
+        assert r.status_code == 422 and "sneaky" in r.json()["detail"]
+        good = {**bad, "when": 'to == "dormant" and tier == "high"'}
+        r = await client.put("/v1/playbooks/vip_wake_up", json=good, headers=ADMIN)
+        assert r.status_code == 200
+        listed = (await engagement.get("/v1/playbooks")).json()["playbooks"]
+        assert "vip_wake_up" in [p["id"] for p in listed]
+        assert (await client.delete("/v1/playbooks/vip_wake_up", headers=ADMIN)).status_code == 204
+        assert (await engagement.get("/v1/playbooks/vip_wake_up")).status_code == 404
+
+        # A resolved complaint gives the customer's RM a follow-up call task.
+        t0 = f.now() - f.minutes(30)
+        await ns.publish("tenure.customers.v1", f.registered("C-RM", t0, rm_id="RM9"))
+        await ns.publish("tenure.transactions.v1", f.transaction("C-RM", t0 + f.minutes(1)))
+        resolved = ev.FeedbackSubmitted(
+            event_id=f.new_id(), customer_id="C-RM", occurred_at=t0 + f.minutes(5),
+            source="complaint-desk",
+            payload=ev.FeedbackDetails(kind="complaint_resolved", complaint_id="K1"))
+        await ns.publish("tenure.feedback.v1", resolved)
+
+        async def task() -> dict | None:
+            r = await client.get("/v1/rm-tasks?rm=RM9", headers=ADMIN)
+            tasks = r.json()["tasks"]
+            return tasks[0] if tasks else None
+
+        found = await eventually(task, what="the RM's follow-up task")
+        assert found["playbook"] == "complaint_follow_up" and found["customer_id"] == "C-RM"
+        r = await client.post(f"/v1/rm-tasks/{found['task_id']}:complete",
+                              json={"outcome": "satisfied"}, headers=ADMIN)
+        assert r.status_code == 200
+        assert (await client.get("/v1/rm-tasks?rm=RM9", headers=ADMIN)).json()["tasks"] == []
+        other_rm = {"Authorization": f"Bearer {token('engagement:read', rm_id='RM1')}"}
+        assert (await client.get("/v1/rm-tasks?rm=RM9", headers=other_rm)).status_code == 403
+
+        async def outcome_on_wire() -> bool:
+            wire = await ns.read_topic("tenure.engagement-actions.v1")
+            return any(m["value"]["event_type"] == "engagement.outcome" for m in wire)
+
+        await eventually(outcome_on_wire, what="engagement.outcome published")
+
+        # Next best action: the onboarding welcome has been decided already (cooldown).
+        async def nba() -> dict | None:
+            body = (await engagement.get("/v1/customers/C-RM/next-best-action")).json()
+            return body if body["candidates"] else None
+
+        body = await eventually(nba, what="next best action")
+        assert body["stage"] == "onboarding"
+        [welcome] = [c for c in body["candidates"] if c["playbook"] == "onboarding_welcome"]
+        assert welcome["decision"] == "suppressed"  # no consent was given for e-mail
+
+        uplift = (await engagement.get("/v1/playbooks/onboarding_welcome/uplift")).json()
+        assert set(uplift) >= {"treated", "holdout", "uplift", "ci_low", "ci_high", "window_days"}
