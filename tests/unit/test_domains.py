@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from services.lifecycle.domain import transitions
-from services.profile.domain import snapshot
+from services.profile.domain import snapshot_from_view
+from services.profile.view import compute_view
 from services.scoring.domain import REFERENCE, band_of, features_at, reasons_for, recency_prior
 from services.scoring.model import ChurnModel
 from shared.events import ProfileSnapshot, Stage
@@ -27,7 +28,7 @@ def test_profile_snapshot_counts_open_products_and_balances_only() -> None:
             {"product_type": "card", "balance": Decimal("-50"), "closed_at": T0},
         ],
     }
-    s = snapshot(customer, T0)
+    s = snapshot_from_view(customer, compute_view(customer, T0, None, [], {}), [])
     assert s.products == {"current": 1, "savings": 1}
     assert s.total_balance == Decimal("1000.50")
     assert s.features["recency_days"] == 10.0
