@@ -395,7 +395,8 @@ class EventConsumer:
         dirty_before = set(self.marks.dirty)
         dead: list[tuple[RawRecord, str]] = list(rejected)
         counted: dict[str, int] = {}
-        duplicates = ignored = 0
+        duplicates = 0
+        ignored: dict[str, int] = {}
         try:
             async with self.engine.begin() as conn:
                 uow: UnitOfWork[Any] = UnitOfWork(conn, self.store_factory(conn), self.settings)
@@ -421,7 +422,7 @@ class EventConsumer:
                                     await self._erase(uow, event, handler, now, erased)
                                     await uow.flush()
                                 elif handler is None or event.customer_id in erased:
-                                    ignored += 1
+                                    ignored[event.event_type] = ignored.get(event.event_type, 0) + 1
                                     continue
                                 else:
                                     await handler(event, uow=uow, now=now)
@@ -449,7 +450,7 @@ class EventConsumer:
                         if event.event_type == "customer.erased":
                             await self._erase(uow, event, handler, now, erased)
                         elif handler is None or event.customer_id in erased:
-                            ignored += 1
+                            ignored[event.event_type] = ignored.get(event.event_type, 0) + 1
                             continue
                         else:
                             await handler(event, uow=uow, now=now)
@@ -480,7 +481,8 @@ class EventConsumer:
                     "reason": _reason_kind(reason),
                 },
             )
-        del ignored
+        for event_type, n in ignored.items():
+            self.metrics.ignored.labels(event_type).inc(n)
 
     async def _erase(
         self, uow: UnitOfWork[Any], event: EnvelopeBase, handler: Handler | None,
