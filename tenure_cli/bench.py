@@ -1361,7 +1361,7 @@ async def _wait_drained(
             calm_since = None
         if time.perf_counter() > deadline:
             return {"drained": False, "caught_up_s": None, "lag_left": lags,
-                    "outbox_left": outbox}
+                    "outbox_left": outbox, "gave_up_after_s": round(time.perf_counter() - since, 2)}
         if time.perf_counter() - last_note > 10:
             last_note = time.perf_counter()
             say(f"  ... draining: lag {lags}, outbox {outbox}")
@@ -1398,16 +1398,22 @@ def _link(plan: Plan, publish: dict[str, Any], collector: OutputCollector) -> di
         churn_lat.append((sent[hit[0]] - start, t - sent[hit[0]]))
         churn_hop.append(t - hit[1])
         last_output = max(last_output, t)
+    # The first onboarding stage.changed of each new customer (a re-published copy or a
+    # later re-entry into onboarding is not a second measurement).
+    onboarded: dict[str, tuple[float, str]] = {}
+    for customer, to_stage, cause, t in collector.stage:
+        if to_stage != "onboarding" or customer not in plan.first_txn:
+            continue
+        if customer not in onboarded or t < onboarded[customer][0]:
+            onboarded[customer] = (t, cause)
+        last_output = max(last_output, t)
     stage_lat: list[float] = []
     linked_to_first_txn = 0
-    for customer, to_stage, cause, t in collector.stage:
-        first = plan.first_txn.get(customer)
-        if first is None or to_stage != "onboarding":
-            continue
+    for customer, (t, cause) in onboarded.items():
+        first = plan.first_txn[customer]
         stage_lat.append(t - sent[first])
         hit = collector.profile.get(cause)
         linked_to_first_txn += hit is not None and hit[0] == first
-        last_output = max(last_output, t)
     seconds = max(end - start, 1e-9)
     by_quarter: list[list[float]] = [[], [], [], []]
     for at, v in churn_lat:
@@ -1443,6 +1449,7 @@ async def _latency_phase(
     sampler = asyncio.create_task(_sample_lags(probe, time.perf_counter(), samples))
     try:
         publish = await _paced_publish(producer, plan)
+        mid = cpu.snapshot()
     finally:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -1454,7 +1461,10 @@ async def _latency_phase(
     after = cpu.snapshot()
     linked = _link(plan, publish, collector)
     drain_s = linked.pop("drain_s")
-    kept_up = bool(drained["drained"] and drain_s is not None and drain_s <= KEPT_UP_DRAIN_S)
+    # Kept up: every service (engagement too, whose outputs are not timed) had caught up
+    # within KEPT_UP_DRAIN_S of the last publish.
+    caught_up = drained.get("caught_up_s")
+    kept_up = bool(drained["drained"] and caught_up is not None and caught_up <= KEPT_UP_DRAIN_S)
     result = {
         "target_events_per_s": rate,
         "publish": {k: v for k, v in publish.items() if k not in ("sent_at", "start", "end")},
@@ -1466,12 +1476,28 @@ async def _latency_phase(
         "lag_samples": samples,
         "drain": {**drained, "last_output_after_s": drain_s},
         "kept_up": kept_up,
-        "resources": CpuMeter.delta(before, after),
+        "resources": {
+            "publishing": CpuMeter.delta(before, mid),
+            "draining": CpuMeter.delta(mid, after),
+            "phase": CpuMeter.delta(before, after),
+        },
     }
+    if not drained["drained"]:
+        # How fast the backlog was shrinking while we waited: an estimate, labelled as such.
+        estimate = {}
+        for svc, left in drained["lag_left"].items():
+            done = at_end["lag"].get(svc, 0) - left
+            waited = drained["gave_up_after_s"]
+            if left > 0:
+                estimate[svc] = round(left / (done / waited), 0) if done > 0 else None
+        result["drain"]["estimated_more_s_at_drain_rate"] = estimate
     c, s = result["churn_scored"], result["stage_changed_onboarding"]
     say(f"    churn.scored p50 {c['p50_ms']} / p99 {c['p99_ms']} ms ({c['count']:,} measured), "
         f"stage.changed p50 {s['p50_ms']} / p99 {s['p99_ms']} ms ({s['count']:,}); "
-        f"drain {drain_s}s, kept up: {kept_up}")
+        f"last output {drain_s}s and all caught up "
+        f"{'after ' + str(caught_up) + 's' if caught_up is not None else 'not yet'} "
+        "after publishing; "
+        f"kept up: {kept_up}")
     return result
 
 
@@ -1884,9 +1910,14 @@ async def _population_one(
         del messages
         server = ServerCpu()
         await server.discover(check, ns.bootstrap)
+        meter = CpuMeter({}, server)
+        before = meter.snapshot()
         ingest = await _ingest(ns, args.events, server, check, args.timeout)
+        # Over the whole ingest call (start-up and relay drain included): who used the host.
+        ingest["host"] = CpuMeter.delta(before, meter.snapshot())
         verify = await _verify(check)
-        say(f"  ingest {ingest['events_per_s']:,.0f} events/s")
+        say(f"  ingest {ingest['events_per_s']:,.0f} events/s (other processes "
+            f"{ingest['host']['other_processes_cores']} cores)")
         result: dict[str, Any] = {
             "population": population,
             "namespace": ns.prefix,
@@ -1963,6 +1994,8 @@ def _git() -> dict[str, Any]:
             timeout=10,
         ).stdout
         out["dirty"] = bool(status.strip())
+        # Which tracked files differed from the commit: the figures are of those versions.
+        out["uncommitted"] = sorted(line[3:] for line in status.splitlines() if line.strip())
     return out
 
 
@@ -2022,7 +2055,7 @@ Options (`./dev bench` passes them on):
 | `--latency-seconds` | 20 | end-to-end latency: seconds of publishing per rate |
 | `--latency-customers` | 5,000 | end-to-end latency: existing customers |
 | `--new-customer-share` | 0.04 | end-to-end latency: share of events from new customers |
-| `--drain-timeout` | 240 | end-to-end latency: seconds to wait for a backlog to clear |
+| `--drain-timeout` | 120 | end-to-end latency: seconds to wait for a backlog to clear |
 | `--population` | `10000,1000000` | population section: existing customers per run |
 | `--get-requests` | 3,000 | GET requests on the largest population (0 skips them) |
 | `--skip-latency`, `--skip-population` | | leave a section out (its last figures stay, dated) |
@@ -2128,38 +2161,45 @@ POPULATION_DOC_END = "<!-- bench-population:end -->"
 
 LATENCY_INTRO = """## End-to-end latency
 
-The four services run as separate processes (uvicorn, as `ServiceProcess` starts them), in a
-namespace of their own (`benchlat<hex>.*` topics, `benchlat<hex>_<service>` schemas, all
-four migrated). The benchmark process publishes and, with a consumer of its own, reads
-`tenure.profile-updates.v1`, `tenure.churn-scores.v1` and `tenure.lifecycle-stages.v1`.
+The four services run as separate processes (uvicorn, as `ServiceProcess` starts them, with
+their production settings), in a namespace of their own (`benchlat<hex>.*` topics,
+`benchlat<hex>_<service>` schemas, all four migrated). The benchmark process publishes and,
+with a consumer of its own, reads `tenure.profile-updates.v1`, `tenure.churn-scores.v1` and
+`tenure.lifecycle-stages.v1` as they arrive.
 
 1. **Warm-up** (not timed): C existing customers (`--latency-customers`, default 5,000)
    each register and make a first transaction; the run waits until every consumer group
    is at the end of its topics, every outbox is empty and the reader has read everything.
+   Then 5 s with no events measure what the idle services cost.
 2. **One phase per rate** (`--rates`, default 1,000 and 5,000 events/s) for
    `--latency-seconds` (default 20): a paced publisher sends each event when it is due
    (one idempotent producer, `acks=all`, `linger_ms=5`). 96% are `transaction.posted` of
    existing customers drawn uniformly at random; 4% (`--new-customer-share`) are new
    customers: a registration, then their first transaction 1 s later. After publishing
-   stops, the phase waits until everything is drained (as in the warm-up) before the next.
+   stops, the phase waits until everything is drained (as in the warm-up) before the next
+   rate starts, so a backlog is never carried into the next phase.
 3. **Linking**: `churn.scored.causation_id` is the `profile.updated` event id and
    `profile.updated.causation_id` is the last input event of that customer in profile's
    batch, so each `churn.scored` leads to one input event and its publish time. Profile
    emits one snapshot per customer per batch, so only the inputs that were the last of
-   their customer in a batch are measurable; how many were is reported. `stage.changed`
-   is measured for the new customers only: their first transaction moves them from
-   prospect to onboarding, from the first transaction's publish time to the
-   `stage.changed` (`to_stage = onboarding`) being read.
+   their customer in a batch are measurable; how many were is reported (the bigger the
+   batches, the fewer). `stage.changed` is measured for the new customers only: their
+   first transaction moves them from prospect to onboarding; latency runs from the first
+   transaction's publish to the `stage.changed` (`to = onboarding`) being read.
 
 Latency is from the moment an event is handed to the producer (so it includes the
 publisher's linger and the broker's acknowledgement) to the moment the benchmark's consumer
-receives the output. **Kept up** means the last output caused by the phase's events arrived
-within 5 s of the last publish; otherwise the platform built a backlog, latency grew with
-it (see the p50 per quarter of the phase), and the drain time says how long the backlog
-took to clear. Lag is messages not yet committed by each service's consumer group, sampled
-every second while publishing. CPU is per process over the phase (publish + drain), in
-cores (1.00 = one core busy the whole time); the benchmark process itself (publisher and
-reader) is `bench`. Everything, including Kafka and PostgreSQL, shares the same host.
+receives the output. "Last timed output" is when the last `profile.updated`, `churn.scored`
+or `stage.changed` caused by the phase's events arrived, after the last publish; "all
+services caught up" is when every group (engagement's too, whose outputs are not timed) had
+committed everything and every outbox was empty (polled every 0.25 s). **Kept up** means all
+services caught up within 5 s of the last publish; otherwise the platform built a backlog,
+latency grew with it (see the p50 per quarter of the phase), and the catch-up time says how
+long the backlog took to clear. Lag is messages not yet committed by each service's
+consumer group, at the end of publishing and sampled every second while publishing. CPU is
+per process, in cores (CPU seconds ÷ seconds: 1.00 is one core busy the whole time), while
+publishing and while draining; the benchmark process itself (publisher and reader) is
+`bench`. Kafka and PostgreSQL share the host with everything else.
 """
 
 POPULATION_INTRO = """## Profile ingest with a large existing population
@@ -2179,6 +2219,11 @@ population size P (`--population`, default 10,000 and 1,000,000), in a fresh nam
    existing row (and, at 1M, mostly a different row each time);
 3. the profile ingest is measured exactly as above (real runtime in the benchmark process,
    first batch to the commit of the batch holding event N, then until the relay drained).
+
+The more customers, the more distinct customers the N events touch, so profile emits a
+few more `profile.updated` (one per customer per batch) at 1M than at 10k; both counts are
+in the table. "Other processes" is host CPU that neither the benchmark process, Kafka nor
+PostgreSQL used during the ingest (other tenants of the machine).
 
 The ratio compares the largest population with the smallest in the same run. On the
 largest population, `GET /v1/customers/{id}` is timed against profile running as a
@@ -2212,22 +2257,40 @@ def render_latency(r: dict[str, Any]) -> str:
         f"{c['outbox_poll_seconds']} s. Warm-up: {r['warmup']['events']:,} events, drained "
         f"in {r['warmup']['drained_s']:.1f} s.",
         "",
-        "| target events/s | achieved events/s | events | max lag while publishing "
-        "(profile / scoring / lifecycle / engagement) | drain s | kept up |",
-        "|---:|---:|---:|---|---:|---|",
+        "| target events/s | achieved events/s | events | lag at the end of publishing "
+        "(profile / scoring / lifecycle / engagement) | max lag while publishing "
+        "| last timed output after s | all services caught up after s | kept up |",
+        "|---:|---:|---:|---|---|---:|---:|---|",
     ]
+    services = ("profile", "scoring", "lifecycle", "engagement")
     for p in r["phases"]:
-        lag = p["max_lag_while_publishing"]
+        lag, end = p["max_lag_while_publishing"], p["at_publish_end"]["lag"]
         drain = p["drain"]
-        drain_s = _ms(drain.get("last_output_after_s")) if drain["drained"] else (
-            f"not drained after {c['drain_timeout_s']:.0f} s"
-        )
+        if drain["drained"]:
+            caught = _ms(drain.get("caught_up_s"))
+        else:
+            left = drain.get("lag_left", {})
+            more = [v for v in (drain.get("estimated_more_s_at_drain_rate") or {}).values()
+                    if v is not None]
+            caught = (
+                f"**not within {c['drain_timeout_s']:.0f} s**: lag left "
+                + " / ".join(f"{left.get(x, 0):,}" for x in services)
+                + (f", ~{max(more):,.0f} s more at the rate it was draining (estimate)"
+                   if more else "")
+            )
         lines.append(
             f"| {p['target_events_per_s']:,} | {p['publish']['events_per_s']:,.0f} "
             f"| {p['publish']['events']:,} "
-            f"| {' / '.join(f'{lag.get(s, 0):,}' for s in ('profile', 'scoring', 'lifecycle', 'engagement'))} "
-            f"| {drain_s} | {'yes' if p['kept_up'] else '**no**'} |"
+            f"| {' / '.join(f'{end.get(s, 0):,}' for s in services)} "
+            f"| {' / '.join(f'{lag.get(s, 0):,}' for s in services)} "
+            f"| {_ms(drain.get('last_output_after_s'))} | {caught} "
+            f"| {'yes' if p['kept_up'] else '**no**'} |"
         )
+    undrained = [f"{p['target_events_per_s']:,}" for p in r["phases"] if not p["drain"]["drained"]]
+    if undrained:
+        lines += ["", f"At {', '.join(undrained)} events/s the backlog had not cleared when the "
+                  "benchmark stopped waiting: the latencies below cover only the outputs that "
+                  "had arrived by then, so they understate the real ones (the rest came later)."]
     lines += [
         "",
         "| target events/s | output | measured | p50 ms | p95 ms | p99 ms | max ms "
@@ -2254,32 +2317,26 @@ def render_latency(r: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        "| target events/s | phase s | profile | scoring | lifecycle | engagement | kafka "
+        "| window | s | profile | scoring | lifecycle | engagement | kafka "
         "| postgres | bench | other processes | host busy |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    windows = []
     for p in r["phases"]:
         res = p["resources"]
-        cores = res["cores"]
+        windows.append((f"{p['target_events_per_s']:,}/s: publishing", res["publishing"]))
+        windows.append((f"{p['target_events_per_s']:,}/s: draining", res["draining"]))
+    if r.get("idle"):
+        windows.append(("idle (warmed up, no events)", r["idle"]))
+    for name, res in windows:
         cells = " | ".join(
-            _cores(cores.get(k)) for k in ("profile", "scoring", "lifecycle", "engagement",
-                                           "kafka", "postgres", "bench")
+            _cores(res["cores"].get(k)) for k in ("profile", "scoring", "lifecycle",
+                                                  "engagement", "kafka", "postgres", "bench")
         )
         busy = "n/a" if res["host_busy"] is None else f"{res['host_busy']:.0%}"
         lines.append(
-            f"| {p['target_events_per_s']:,} | {res['wall_s']:.1f} | {cells} "
+            f"| {name} | {res['wall_s']:.1f} | {cells} "
             f"| {_cores(res.get('other_processes_cores'))} | {busy} |"
-        )
-    idle = r.get("idle")
-    if idle:
-        cells = " | ".join(
-            _cores(idle["cores"].get(k)) for k in ("profile", "scoring", "lifecycle",
-                                                   "engagement", "kafka", "postgres", "bench")
-        )
-        busy = "n/a" if idle["host_busy"] is None else f"{idle['host_busy']:.0%}"
-        lines.append(
-            f"| idle (no events) | {idle['wall_s']:.1f} | {cells} "
-            f"| {_cores(idle.get('other_processes_cores'))} | {busy} |"
         )
     lines += ["", f"CPU in cores (CPU seconds ÷ phase seconds) on a {r.get('host_cpus', '?')}-CPU "
               f"host{_background(r)}. Other processes: host CPU not spent by the processes "
@@ -2314,8 +2371,8 @@ def render_population(r: dict[str, Any]) -> str:
         "| existing customers | accounts | tables MB (customers + accounts) | COPY s "
         "| distinct customers in the N events | ingest events/s | wall s "
         "| CPU s per 10k events | with relay drained events/s | `profile.updated` "
-        "| new customers created |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| new customers created | other processes, cores |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in r["runs"]:
         s, i = run["seed"], run["profile_ingest"]
@@ -2328,7 +2385,8 @@ def render_population(r: dict[str, Any]) -> str:
             f"| {i['wall_s']:.2f} | {i['cpu_s_per_10k_events']:.2f} "
             f"| {relay.get('events_per_s', 0):,.0f} "
             f"| {relay.get('profile_updated_published', 0):,} "
-            f"| {run['verify']['customers_created']:,} |"
+            f"| {run['verify']['customers_created']:,} "
+            f"| {_cores(i.get('host', {}).get('other_processes_cores'))} |"
         )
     sizes = [run["population"] for run in r["runs"]]
     lines += [
@@ -2412,6 +2470,21 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+async def _interruptible(work: Any) -> Any:
+    """SIGTERM and SIGINT cancel the run, so every section's cleanup (service processes,
+    schemas, topics) still happens; they are honoured even where the shell started the
+    benchmark with SIGINT ignored (a background job)."""
+    import signal
+
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, task.cancel)
+    return await work
+
+
 def main(args: argparse.Namespace) -> int:
     import json
 
@@ -2431,7 +2504,7 @@ def main(args: argparse.Namespace) -> int:
         ("skip_population", False),
         ("latency_customers", 5_000),
         ("new_customer_share", 0.04),
-        ("drain_timeout", 240.0),
+        ("drain_timeout", 120.0),
         ("get_requests", 3_000),
     ):
         if not hasattr(args, name):
@@ -2466,7 +2539,11 @@ def main(args: argparse.Namespace) -> int:
                 say("uvloop is not installed")
                 return 2
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        result = runner.run(run_all(args))
+        try:
+            result = runner.run(_interruptible(run_all(args)))
+        except asyncio.CancelledError:
+            say("interrupted; the namespaces made so far were dropped (see above)")
+            return 130
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -135,6 +135,8 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
         report_path = workdir / run["name"] / "churn-report.csv"
         await churn_report(as_of, report_path, timeout=3600, settings=settings,
                            urls={s.service: s.url for s in services}, quiet=True)
+        lifecycle_url = next(s.url for s in services if s.service == "lifecycle")
+        stage_histories = await fetch_stage_histories(settings, lifecycle_url)
         processing_s = time.monotonic() - started
     finally:
         for s in services:
@@ -161,10 +163,11 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
     # No purchase at all in the calibration window: nothing to extrapolate, treat as gone.
     btyd_scores = np.array([float(p_none.get(c, 1.0)) for c in customers])
 
-    stages = [report[c]["stage"] for c in customers]
-    churners = [i for i, label in enumerate(y) if label == 1]
-    stayers = [i for i, label in enumerate(y) if label == 0]
-    flagged = [stages[i] in FLAGGED_STAGES for i in range(len(customers))]
+    stages = [stage_histories[c]["stage"] if c in stage_histories else report[c]["stage"]
+              for c in customers]
+    stage_figures = stage_accuracy(customers, labelled.labels, labelled.outcome, stages,
+                                   stage_histories, history.activity, history.closed_all_at,
+                                   as_of)
 
     segments = [truth[c]["segment"] for c in customers]
     ages = [_age_band(truth[c]["birth_date"], as_of) for c in customers]
@@ -187,16 +190,7 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
         "recency_baseline": ev.summarize(y, recency_scores),
         "btyd_baseline": {**ev.summarize(y, btyd_scores, probabilities=btyd_scores),
                           "params": btyd.params},
-        "stages": {
-            "distribution": dict(_count(stages)),
-            "churners_flagged_share": (
-                sum(flagged[i] for i in churners) / len(churners) if churners else None
-            ),
-            "false_alarm_share": (
-                sum(flagged[i] for i in stayers) / len(stayers) if stayers else None
-            ),
-            "median_lead_days": None,
-        },
+        "stages": {"distribution": dict(_count(stages)), **stage_figures},
         "score_bands": dict(bands),
         "calibration": [b.__dict__ for b in ev.calibration_table(y, model, bins=5)],
         "fairness": {
@@ -204,6 +198,129 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
             "age_band": ev.by_group(ages, y, model),
         },
     })
+
+
+# ------------------------------------------------------------------ stage accuracy
+
+WARNING_STAGES = {"at_risk", "dormant"}
+
+
+async def fetch_stage_histories(
+    settings: PlatformSettings, lifecycle_url: str, *, timeout: float = 600.0
+) -> dict[str, dict[str, Any]]:
+    """Every customer's stage history from lifecycle, once its sweeper has settled (every
+    partition idle, nobody due): customer_id -> {stage, history: [{from, to, rule,
+    transition_at}]}."""
+    import httpx
+
+    from shared.auth import mint_token
+
+    token = mint_token(settings.jwt_secret, subject="eval", kind="service",
+                       scopes=["lifecycle:read"], audience=settings.jwt_audience)
+    out: dict[str, dict[str, Any]] = {}
+    async with httpx.AsyncClient(base_url=lifecycle_url, timeout=120,
+                                 headers={"Authorization": f"Bearer {token}"}) as client:
+        deadline = time.monotonic() + timeout
+        while not (await client.get("/v1/sweeper")).json()["settled"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError("lifecycle did not settle")
+            await asyncio.sleep(1.0)
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 5000, **({"after": after} if after else {})}
+            body = (await client.get("/v1/stages/history", params=params)).json()
+            for item in body["items"]:
+                out[item["customer_id"]] = {
+                    "stage": item["stage"],
+                    "history": [
+                        {**h, "transition_at": datetime.fromisoformat(h["transition_at"])}
+                        for h in item["history"]
+                    ],
+                }
+            after = body.get("next")
+            if not after:
+                return out
+
+
+def left_at(
+    outcome: str, activity: list[datetime], closed_all_at: datetime | None, as_of: datetime
+) -> datetime | None:
+    """When a labelled churner left: when their last account closed (outcome "closed"), or,
+    for a churner who went silent, their last customer-initiated activity on or before
+    as_of (the start of the silence the label observes)."""
+    if outcome == "closed":
+        return closed_all_at
+    before = [t for t in activity if t <= as_of]
+    return max(before) if before else None
+
+
+def warning_lead_days(history: list[dict[str, Any]], left: datetime) -> float | None:
+    """Days between the start of the warning (at_risk, or dormant reached from it) that stood
+    when the customer left, and their leaving; None if no warning stood then."""
+    stage: str | None = None
+    since: datetime | None = None
+    for h in history:
+        if h["transition_at"] >= left:
+            break
+        if h["to"] in WARNING_STAGES and stage not in WARNING_STAGES:
+            since = h["transition_at"]
+        stage = h["to"]
+    if stage not in WARNING_STAGES or since is None:
+        return None
+    return (left - since).total_seconds() / 86_400
+
+
+def stage_accuracy(
+    customers: list[str], labels: dict[str, int], outcome: dict[str, str], stages: list[str],
+    histories: dict[str, dict[str, Any]], activity: dict[str, list[datetime]],
+    closed_all_at: dict[str, datetime | None], as_of: datetime,
+) -> dict[str, Any]:
+    """The lifecycle's early warning against the labels (docs/evaluation.md):
+
+    - churners_flagged_share: labelled churners with a warning standing when they left;
+    - median_lead_days (and quartiles): how long before leaving that warning began;
+    - churners_flagged_at_as_of: churners in at_risk, dormant or churned at as_of;
+    - false_alarm_share: labelled stayers in at_risk, dormant or churned at as_of.
+
+    >>> t = [datetime(2025, 1, d, tzinfo=UTC) for d in (1, 10, 20, 30)]
+    >>> hist = {"a": {"history": [{"to": "active", "transition_at": t[0]},
+    ...                           {"to": "at_risk", "transition_at": t[1]}]},
+    ...         "b": {"history": [{"to": "active", "transition_at": t[0]}]}}
+    >>> figures = stage_accuracy(["a", "b", "c"], {"a": 1, "b": 1, "c": 0},
+    ...     {"a": "closed", "b": "inactive", "c": "active"}, ["at_risk", "active", "at_risk"],
+    ...     hist, {"b": [t[2]]}, {"a": t[2]}, t[3])
+    >>> figures["churners_flagged_share"], figures["median_lead_days"]
+    (0.5, 10.0)
+    >>> figures["false_alarm_share"], figures["churners_flagged_at_as_of"]
+    (1.0, 0.5)
+    """
+    churners = [i for i, c in enumerate(customers) if labels.get(c) == 1]
+    stayers = [i for i, c in enumerate(customers) if labels.get(c) == 0]
+    leads: list[float] = []
+    judged = 0
+    for i in churners:
+        c = customers[i]
+        left = left_at(outcome.get(c, ""), activity.get(c, []), closed_all_at.get(c), as_of)
+        if left is None:
+            continue
+        judged += 1
+        lead = warning_lead_days((histories.get(c) or {}).get("history", []), left)
+        if lead is not None:
+            leads.append(lead)
+    flagged_now = [stages[i] in FLAGGED_STAGES for i in range(len(customers))]
+    quartiles = [float(q) for q in np.percentile(leads, [25, 50, 75])] if leads else None
+    return {
+        "churners": len(churners),
+        "churners_flagged_share": len(leads) / judged if judged else None,
+        "median_lead_days": quartiles[1] if quartiles else None,
+        "lead_days_quartiles": quartiles,
+        "churners_flagged_at_as_of": (
+            sum(flagged_now[i] for i in churners) / len(churners) if churners else None
+        ),
+        "false_alarm_share": (
+            sum(flagged_now[i] for i in stayers) / len(stayers) if stayers else None
+        ),
+    }
 
 
 def _count(values: Any) -> dict[str, int]:
@@ -251,6 +368,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         "  the last customer-initiated activity) and *BG/NBD* (Fader, Hardie & Lee 2005,",
         "  `tenure_cli/btyd.py`) on customer-initiated transactions, scoring P(no purchase in",
         "  the next H days). Customers without a purchase in the window score 1.",
+        "- **Stages**: lifecycle's stage histories, read once its sweeper has settled. A churner",
+        "  is *flagged* when a warning (at_risk, or dormant reached from it) stood when they",
+        "  left: when their last account closed, or at their last customer-initiated activity",
+        "  before the silence the label observes. *Lead time*: from the start of that warning to",
+        "  leaving. *False alarms*: stayers in at_risk, dormant or churned at as_of.",
         "- Metrics: AUC, Brier score (probabilities only), top-decile lift (churn rate in the",
         "  riskiest 10% ÷ overall rate). Fairness: AUC and score quartiles by segment and age",
         "  band (groups under 30 customers are flagged, not scored).",
@@ -282,10 +404,14 @@ def render_markdown(results: dict[str, Any]) -> str:
         s = run["stages"]
         lines += [
             "",
-            f"Stages of labelled customers at as_of: {s['distribution']}. Churners flagged "
-            f"(at_risk, dormant or churned) at as_of: {_fmt(s['churners_flagged_share'])}; "
-            f"false alarms among stayers: {_fmt(s['false_alarm_share'])}; median lead time: "
-            f"{_fmt(s['median_lead_days'])}.",
+            f"Stages of labelled customers at as_of: {s['distribution']}. Churners with a "
+            f"lifecycle warning (at_risk, or dormant reached from it) standing when they left "
+            f"(last account closed, or last own activity before a silence): "
+            f"{_fmt(s['churners_flagged_share'])}, median lead time "
+            f"{_fmt(s['median_lead_days'])} days (quartiles "
+            f"{_fmt_list(s.get('lead_days_quartiles'))}). Churners in at_risk, dormant or "
+            f"churned at as_of: {_fmt(s.get('churners_flagged_at_as_of'))}; false alarms "
+            f"(stayers in those stages at as_of): {_fmt(s['false_alarm_share'])}.",
             "",
             f"Score bands: {run['score_bands']}.",
             "",
@@ -306,6 +432,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _fmt_list(values: Any) -> str:
+    return "n/a" if not values else ", ".join(f"{v:.0f}" for v in values)
 
 
 def _fmt(v: Any) -> str:

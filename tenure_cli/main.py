@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--new-customer-share", type=float, default=0.04,
                        help="end-to-end latency: share of events from new customers "
                        "(half registrations, half first transactions)")
-    bench.add_argument("--drain-timeout", type=float, default=240.0,
+    bench.add_argument("--drain-timeout", type=float, default=120.0,
                        help="end-to-end latency: seconds to wait for the backlog to clear")
     bench.add_argument("--population", default="10000,1000000",
                        help="profile ingest with this many existing customers (comma-separated)")

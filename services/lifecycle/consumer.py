@@ -3,6 +3,14 @@
 from services.lifecycle import handlers
 from shared.settings import INPUT_TOPICS, OUTPUT_TOPICS
 
-# customers: for customer.erased (every service honours an erasure).
-TOPICS = [OUTPUT_TOPICS["profile_updates"], INPUT_TOPICS["customers"]]
+# The primary topic decides which instance sweeps a partition (clock.EventClock.owned).
+PRIMARY_TOPIC = OUTPUT_TOPICS["profile_updates"]
+# customers: registrations, account openings and closures, and customer.erased (every
+# service honours an erasure); feedback: complaints and their age.
+TOPICS = [
+    PRIMARY_TOPIC,
+    OUTPUT_TOPICS["churn_scores"],
+    INPUT_TOPICS["customers"],
+    INPUT_TOPICS["feedback"],
+]
 HANDLERS = handlers.HANDLERS

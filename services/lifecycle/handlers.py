@@ -1,43 +1,86 @@
-"""Lifecycle's handlers: move the customer through stages and announce each move."""
+"""Lifecycle's handlers: each input event becomes a fact of its customer; once per batch the
+customers it touched walk forward through event time (progress.py) and announce each move."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
-from services.lifecycle.domain import transitions
+from services.lifecycle.clock import EventClock
+from services.lifecycle.facts import fact_from_event
+from services.lifecycle.progress import Context, advance_customers
 from services.lifecycle.store import LifecycleStore
-from shared.events import ProfileUpdated, StageChange, StageChanged, derived_event_id
+from shared.events import (
+    AccountClosed,
+    AccountOpened,
+    ChurnScored,
+    CustomerRegistered,
+    EnvelopeBase,
+    FeedbackSubmitted,
+    ProfileUpdated,
+)
 from shared.kit import UnitOfWork
-from shared.settings import OUTPUT_TOPICS
 
 Uow = UnitOfWork[LifecycleStore]
 
 
+def _keep(event: EnvelopeBase, uow: Uow) -> None:
+    fact = fact_from_event(event)
+    if fact is not None:
+        uow.store.add(event.customer_id, fact)
+
+
+async def on_customer_registered(event: CustomerRegistered, *, uow: Uow, now: datetime) -> None:
+    _keep(event, uow)
+
+
+async def on_account_opened(event: AccountOpened, *, uow: Uow, now: datetime) -> None:
+    _keep(event, uow)
+
+
+async def on_account_closed(event: AccountClosed, *, uow: Uow, now: datetime) -> None:
+    _keep(event, uow)
+
+
+async def on_feedback(event: FeedbackSubmitted, *, uow: Uow, now: datetime) -> None:
+    """Feedback is customer-initiated activity, and complaints have an age."""
+    _keep(event, uow)
+
+
 async def on_profile_updated(event: ProfileUpdated, *, uow: Uow, now: datetime) -> None:
-    current = await uow.store.current(event.customer_id)
-    for t in transitions(current, event.payload, event.occurred_at):
-        # Deterministic by customer, rule and event time: a replay re-derives the same id.
-        event_id = derived_event_id(
-            "stage.changed", event.customer_id, t.to_stage.value, t.rule, t.transition_at.isoformat()
-        )
-        await uow.store.record(event.customer_id, t, event_id)
-        await uow.emit(
-            StageChanged(
-                event_id=event_id,
-                customer_id=event.customer_id,
-                occurred_at=t.transition_at,
-                source=uow.settings.source_id,
-                causation_id=event.event_id,
-                payload=StageChange(
-                    from_stage=t.from_stage,
-                    to_stage=t.to_stage,
-                    rule=t.rule,
-                    evidence=t.evidence,
-                    transition_at=t.transition_at,
-                ),
-            ),
-            OUTPUT_TOPICS["lifecycle_stages"],
-        )
+    _keep(event, uow)
 
 
-HANDLERS = {"profile.updated": on_profile_updated}
+async def on_churn_scored(event: ChurnScored, *, uow: Uow, now: datetime) -> None:
+    """A score is an input to the stage (at_risk), never the other way round."""
+    _keep(event, uow)
+
+
+HANDLERS = {
+    "customer.registered": on_customer_registered,
+    "account.opened": on_account_opened,
+    "account.closed": on_account_closed,
+    "feedback.submitted": on_feedback,
+    "profile.updated": on_profile_updated,
+    "churn.scored": on_churn_scored,
+}
+
+
+@dataclass
+class AdvanceTouched:
+    """The batch hook: advance every customer the batch brought facts for, in the batch's
+    transaction, up to what the partition's event clock allows."""
+
+    clock: EventClock
+    context: Callable[[], Context]
+
+    async def __call__(self, uow: Uow) -> None:
+        batch = uow.store.take_batch()
+        if not batch:
+            return
+        await self.clock.refresh()
+        rows = await uow.store.lock(batch)
+        await advance_customers(
+            uow, rows, batch, lambda row: self.clock.limits(row.partition), self.context()
+        )

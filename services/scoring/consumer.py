@@ -3,6 +3,11 @@
 from services.scoring import handlers
 from shared.settings import INPUT_TOPICS, OUTPUT_TOPICS
 
-# customers: for customer.erased (every service honours an erasure).
-TOPICS = [OUTPUT_TOPICS["profile_updates"], INPUT_TOPICS["customers"]]
+# profile updates: scores and label evidence; customers: customer.erased (every service
+# honours an erasure); engagement actions: engagement.decided says who a playbook treated.
+TOPICS = [
+    OUTPUT_TOPICS["profile_updates"],
+    INPUT_TOPICS["customers"],
+    OUTPUT_TOPICS["engagement_actions"],
+]
 HANDLERS = handlers.HANDLERS

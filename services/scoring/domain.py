@@ -1,79 +1,429 @@
-"""Scoring's pure logic: features at scoring time, the prior, bands and readable reasons."""
+"""Scoring's pure logic: readable facts at scoring time, model inputs, the prior, bands, reasons.
+
+A customer is described by *facts*: readable quantities a relationship manager recognises
+("no activity for 45 days", "logins -70% vs the previous month"), measured at the scoring
+time from the latest profile snapshot. Time-dependent facts move with the clock: recency and
+tenure grow, windowed counts decay as their events fall out of the window. The model never
+sees stage or score.
+
+Models read *inputs* derived from the facts (`model_inputs`): logs, ratios and the
+customer's silence measured against their own pace, which is what makes sparse purchase
+histories comparable with busy current accounts. Reasons are counterfactual on facts, so
+they stay readable and work for any model.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from shared.events import ChurnBand, ProfileSnapshot
 
-Features = dict[str, float]
+Facts = dict[str, float]
+Features = Facts  # the name earlier code used for what the model is given
 
-# Reference values a reason is measured against: a typical engaged customer.
-REFERENCE: Features = {
-    "recency_days": 7.0,
-    "log_transaction_count": math.log1p(30.0),
-    "product_count": 2.0,
-    "log_total_balance": math.log1p(5_000.0),
-    "tenure_years": 3.0,
-    "accounts_closed": 0.0,
-}
-
-REASON_TEXT: dict[str, Callable[[float], str]] = {
-    "recency_days": lambda v: f"no customer-initiated activity for {v:.0f} days",
-    "log_transaction_count": lambda v: f"{math.expm1(v):.0f} transactions on record",
-    "product_count": lambda v: f"holds {v:.0f} open product(s)",
-    "log_total_balance": lambda v: f"total balance {math.expm1(v):,.0f}",
-    "tenure_years": lambda v: f"customer for {v:.1f} years",
-    "accounts_closed": lambda v: f"{v:.0f} account(s) closed",
-}
+SECONDS_PER_DAY = 86_400.0
+MISSING = -1.0  # a fact the customer has no value for (no salary ever, no NPS given)
+# A customer with no prior information is assumed to act about once per horizon: the
+# smoothing of every rate below (one pseudo-event over `horizon` pseudo-days).
+PRIOR_EVENTS = 1.0
 
 
-def features_at(snapshot: ProfileSnapshot, as_of: datetime) -> Features:
-    """Model inputs with time-dependent ones measured at `as_of` (never stage or score).
+def _days(earlier: datetime | None, later: datetime) -> float | None:
+    if earlier is None:
+        return None
+    return max((later - earlier).total_seconds(), 0.0) / SECONDS_PER_DAY
+
+
+def recent_count(
+    counts: tuple[float, ...], edges: tuple[float, ...], quiet_days: float, lookback: float
+) -> float:
+    """Events in the last `lookback` days before a snapshot, from its cumulative window counts.
+
+    `counts[i]` events happened in the `edges[i]` days before the snapshot and none in the
+    last `quiet_days` (the customer was silent since). Within a window segment events are
+    taken as evenly spread, so a count decays smoothly as time passes without new events.
+
+    >>> recent_count((3, 6, 12), (30, 90, 365), 0.0, 30)    # the snapshot's own window
+    3.0
+    >>> recent_count((3, 6, 12), (30, 90, 365), 0.0, 15)    # half of the last 30 days
+    1.5
+    >>> recent_count((1, 1, 1), (30, 90, 365), 25.0, 20)    # the one event was 25+ days ago
+    0.0
+    """
+    if lookback <= 0:
+        return 0.0
+    total = 0.0
+    low = 0.0
+    before = 0.0
+    for high, count in zip(edges, counts, strict=True):
+        n = max(count - before, 0.0)
+        before = max(count, before)
+        if n > 0:
+            start = min(max(low, quiet_days), high)
+            if start >= high:  # day buckets blur the edges: fall back to the whole segment
+                start = low
+            total += n * max(0.0, min(lookback, high) - start) / (high - start)
+        low = high
+    return total
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What scoring remembers about a customer between snapshots (for changes over time).
+
+    `balance_anchor` is the balance seen about a month before `balance_recent`; the change
+    between the anchor and today is "balances -40% vs a month ago".
+    """
+
+    balance_anchor: float | None = None
+    balance_anchor_at: datetime | None = None
+    balance_recent: float | None = None
+    balance_recent_at: datetime | None = None
+    first_seen_at: datetime | None = None
+
+    ROLL_DAYS = 30.0
+
+    def observe(self, balance: float, at: datetime) -> Memory:
+        """Remember today's balance; anchors roll monthly so the change spans 30-60 days.
+
+        >>> from datetime import UTC, datetime, timedelta
+        >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+        >>> m = Memory().observe(100.0, t).observe(80.0, t + timedelta(days=31))
+        >>> m.balance_anchor, m.balance_recent
+        (100.0, 80.0)
+        """
+        first = self.first_seen_at or at
+        if self.balance_recent_at is None:
+            return Memory(balance, at, balance, at, first)
+        age = _days(self.balance_recent_at, at) or 0.0
+        if age >= self.ROLL_DAYS:
+            return Memory(self.balance_recent, self.balance_recent_at, balance, at, first)
+        return Memory(self.balance_anchor, self.balance_anchor_at, self.balance_recent,
+                      self.balance_recent_at, first)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "balance_anchor": self.balance_anchor,
+            "balance_anchor_at": _iso(self.balance_anchor_at),
+            "balance_recent": self.balance_recent,
+            "balance_recent_at": _iso(self.balance_recent_at),
+            "first_seen_at": _iso(self.first_seen_at),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Memory:
+        if not data:
+            return cls()
+        return cls(
+            data.get("balance_anchor"),
+            _parse(data.get("balance_anchor_at")),
+            data.get("balance_recent"),
+            _parse(data.get("balance_recent_at")),
+            _parse(data.get("first_seen_at")),
+        )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+# ------------------------------------------------------------------ facts
+
+
+def _counts(f: Mapping[str, float], names: tuple[str, ...]) -> tuple[float, ...]:
+    return tuple(float(f.get(n, 0.0)) for n in names)
+
+
+_TXN_EDGES = (30.0, 90.0, 365.0)
+
+
+def facts_at(
+    snapshot: ProfileSnapshot, as_of: datetime, memory: Memory | None = None
+) -> Facts:
+    """The customer's facts measured at `as_of` (never stage or score).
 
     >>> from datetime import UTC, datetime
     >>> s = ProfileSnapshot(as_of=datetime(2026, 3, 1, tzinfo=UTC),
-    ...     last_activity_at=datetime(2026, 2, 1, tzinfo=UTC), transaction_count=3)
-    >>> features_at(s, datetime(2026, 3, 11, tzinfo=UTC))["recency_days"]
-    38.0
+    ...     last_activity_at=datetime(2026, 2, 1, tzinfo=UTC), transaction_count=3,
+    ...     features={"frequency_30": 1, "frequency_90": 3, "frequency_365": 3})
+    >>> f = facts_at(s, datetime(2026, 3, 11, tzinfo=UTC))
+    >>> f["recency_days"], f["purchases_365"]
+    (38.0, 3.0)
     """
     f = snapshot.features
+    elapsed = _days(snapshot.as_of, as_of) or 0.0
+    quiet_then = _days(snapshot.last_activity_at, snapshot.as_of)
+    quiet_then = 0.0 if quiet_then is None else quiet_then
+    tenure = float(f.get("tenure_days", 0.0)) + elapsed
     if snapshot.last_activity_at is not None:
-        recency = max((as_of - snapshot.last_activity_at).total_seconds(), 0.0) / 86_400
+        recency = _days(snapshot.last_activity_at, as_of) or 0.0
     else:
-        recency = 365.0
-    tenure_days = f.get("tenure_days", 0.0) + max(
-        (as_of - snapshot.as_of).total_seconds(), 0.0
-    ) / 86_400
+        first_seen = memory.first_seen_at if memory is not None else None
+        recency = _days(first_seen, as_of) if first_seen is not None else tenure
+    tenure = max(tenure, recency)
+
+    def decayed(names: tuple[str, ...], window: float) -> float:
+        return recent_count(_counts(f, names), _TXN_EDGES, quiet_then, window - elapsed)
+
+    n30 = decayed(("frequency_30", "frequency_90", "frequency_365"), 30.0)
+    n90 = decayed(("frequency_30", "frequency_90", "frequency_365"), 90.0)
+    n365 = decayed(("frequency_30", "frequency_90", "frequency_365"), 365.0)
+    spend365 = decayed(("monetary_30", "monetary_90", "monetary_365"), 365.0)
+    year = min(max(tenure, 1.0), 365.0)
+    if tenure >= 90.0 and n365 > 0:
+        trend = (n90 / 90.0) / (n365 / year) - 1.0
+    else:
+        trend = 0.0
+    sessions = recent_count(
+        (float(f.get("sessions_30", 0.0)),
+         float(f.get("sessions_30", 0.0)) + float(f.get("sessions_prev_30", 0.0))),
+        (30.0, 60.0), quiet_then, 60.0 - elapsed,
+    )
+    sessions_30 = recent_count(
+        (float(f.get("sessions_30", 0.0)),
+         float(f.get("sessions_30", 0.0)) + float(f.get("sessions_prev_30", 0.0))),
+        (30.0, 60.0), quiet_then, 30.0 - elapsed,
+    )
+    sessions_prev = sessions - sessions_30
+    if sessions_prev > 0:
+        login_trend = (sessions_30 - sessions_prev) / sessions_prev
+    else:
+        login_trend = 0.0
+    active_days = recent_count((float(f.get("active_days_30", 0.0)),), (30.0,), quiet_then,
+                               30.0 - elapsed)
+    if "days_since_salary" in f:
+        days_since_salary = float(f["days_since_salary"]) + elapsed
+    else:
+        days_since_salary = MISSING
+    balance = float(snapshot.total_balance)
+    change = 0.0
+    if memory is not None and memory.balance_anchor is not None:
+        anchor = memory.balance_anchor
+        change = (balance - anchor) / (abs(anchor) + 100.0)
     return {
         "recency_days": round(recency, 4),
-        "log_transaction_count": math.log1p(max(snapshot.transaction_count, 0)),
+        "purchases_30": round(n30, 4),
+        "purchases_90": round(n90, 4),
+        "purchases_365": round(n365, 4),
+        "purchase_trend": round(min(max(trend, -1.0), 3.0), 4),
+        "transactions_lifetime": float(max(snapshot.transaction_count, 0)),
+        "tenure_days": round(tenure, 4),
+        "average_spend": round(spend365 / n365, 2) if n365 > 0 else 0.0,
         "product_count": float(sum(snapshot.products.values())),
-        "log_total_balance": math.log1p(max(float(snapshot.total_balance), 0.0)),
-        "tenure_years": round(tenure_days / 365.25, 4),
-        "accounts_closed": f.get("accounts_closed", 0.0),
+        "accounts_closed": float(f.get("accounts_closed", 0.0)),
+        "total_balance": round(balance, 2),
+        "balance_change": round(min(max(change, -1.0), 3.0), 4),
+        "sessions_30": round(sessions_30, 4),
+        "login_trend": round(min(max(login_trend, -1.0), 3.0), 4),
+        "active_days_30": round(active_days, 4),
+        "days_since_salary": round(days_since_salary, 4),
+        "salary_credits_90": round(
+            recent_count((float(f.get("salary_credits_90", 0.0)),), (90.0,), 0.0,
+                         90.0 - elapsed), 4),
+        "open_complaints": float(f.get("open_complaints", 0.0)),
+        "last_nps": float(f.get("last_nps", MISSING)),
+        "digital_share": round(float(f.get("channel_share_mobile", 0.0))
+                               + float(f.get("channel_share_web", 0.0)), 4),
     }
 
 
-def recency_prior(features: Mapping[str, float], horizon_days: int = 90) -> float:
-    """The cold-start prior: churn risk grows with silence, measured against the horizon.
+features_at = facts_at
 
-    A customer silent for the whole horizon already meets the churn definition, so the
-    prior approaches 1 there; recent activity keeps it low. Closed accounts and an empty
-    product list add risk.
 
-    >>> round(recency_prior({"recency_days": 0.0}), 3) < round(recency_prior({"recency_days": 60.0}), 3)
+def _years(v: float) -> str:
+    return f"customer for {v / 365.25:.1f} years" if v >= 365 else f"customer for {v:.0f} days"
+
+
+@dataclass(frozen=True)
+class Fact:
+    name: str
+    reference: float  # the value of a typical engaged customer
+    text: Callable[[float], str]
+    description: str
+
+
+FACTS: tuple[Fact, ...] = (
+    Fact("recency_days", 7.0, lambda v: f"no customer-initiated activity for {v:.0f} days",
+         "days since the last customer-initiated activity"),
+    Fact("purchases_30", 4.0, lambda v: f"{v:.0f} customer transactions in the last 30 days",
+         "customer-initiated transactions in the last 30 days"),
+    Fact("purchases_90", 12.0, lambda v: f"{v:.0f} customer transactions in the last 90 days",
+         "customer-initiated transactions in the last 90 days"),
+    Fact("purchases_365", 50.0, lambda v: f"{v:.0f} customer transactions in the last year",
+         "customer-initiated transactions in the last 365 days"),
+    Fact("purchase_trend", 0.0, lambda v: f"transactions {v:+.0%} vs their yearly pace",
+         "pace of the last 90 days against the last year's (or since joining)"),
+    Fact("transactions_lifetime", 100.0, lambda v: f"{v:.0f} transactions on record",
+         "every transaction on record"),
+    Fact("tenure_days", 3 * 365.25, _years, "days since registration or first activity"),
+    Fact("average_spend", 50.0, lambda v: f"average transaction {v:,.0f}",
+         "average amount of the last year's customer transactions"),
+    Fact("product_count", 2.0, lambda v: f"holds {v:.0f} open product(s)", "open accounts"),
+    Fact("accounts_closed", 0.0, lambda v: f"{v:.0f} account(s) closed", "accounts closed"),
+    Fact("total_balance", 5_000.0, lambda v: f"total balance {v:,.0f}",
+         "sum of open accounts' balances"),
+    Fact("balance_change", 0.0, lambda v: f"balances {v:+.0%} vs a month ago",
+         "balance change against one to two months ago"),
+    Fact("sessions_30", 8.0, lambda v: f"{v:.0f} app logins in the last 30 days",
+         "app sessions in the last 30 days"),
+    Fact("login_trend", 0.0, lambda v: f"logins {v:+.0%} vs the previous month",
+         "app sessions of the last 30 days against the 30 before"),
+    Fact("active_days_30", 10.0, lambda v: f"active on {v:.0f} of the last 30 days",
+         "days with customer-initiated activity in the last 30"),
+    Fact("days_since_salary", 20.0, lambda v: f"no salary credit for {v:.0f} days",
+         "days since the last salary credit (salaried customers only)"),
+    Fact("salary_credits_90", 3.0, lambda v: f"{v:.0f} salary credits in the last 90 days",
+         "salary credits in the last 90 days"),
+    Fact("open_complaints", 0.0, lambda v: f"{v:.0f} open complaint(s)", "open complaints"),
+    Fact("last_nps", 9.0, lambda v: f"last NPS score {v:.0f}", "last NPS score (0-10)"),
+    Fact("digital_share", 0.5, lambda v: f"{v:.0%} of activity through digital channels",
+         "share of mobile and web in the channel mix"),
+)
+FACT_BY_NAME = {f.name: f for f in FACTS}
+REFERENCE: Facts = {f.name: f.reference for f in FACTS}
+REASON_TEXT: dict[str, Callable[[float], str]] = {f.name: f.text for f in FACTS}
+OPTIONAL_FACTS = frozenset({"days_since_salary", "last_nps"})
+
+
+# ------------------------------------------------------------------ model inputs
+
+
+def _rate(facts: Mapping[str, float], horizon_days: float) -> tuple[float, float, float, float]:
+    """(rate per day, recency, tenure, lifetime events): the customer's own pace of activity,
+    smoothed towards one event per horizon so a single purchase does not make a habit."""
+    recency = max(facts.get("recency_days", 0.0), 0.0)
+    tenure = max(facts.get("tenure_days", 0.0), recency)
+    in_year = max(facts.get("purchases_365", 0.0), 0.0)
+    window = min(tenure, 365.0)
+    # Purchases in the window after the first one (the first one only says they joined).
+    repeats = max(in_year - (1.0 if tenure <= 365.0 else 0.0), 0.0)
+    rate = (repeats + PRIOR_EVENTS) / (window + horizon_days)
+    lifetime = max(facts.get("transactions_lifetime", 0.0), in_year, 1.0)
+    return rate, recency, tenure, lifetime
+
+
+INPUTS: dict[str, str] = {
+    "recency_log": "log(1 + recency days)",
+    "recency_horizons": "recency in horizons, capped at 3",
+    "silence": "expected activities missed in the silence: recency x own pace (capped at 20)",
+    "silence_log": "log(1 + recency x own pace)",
+    "pace_log": "log of the activities expected in one horizon at the customer's own pace",
+    "quiet_chance": "chance of a silent horizon at the customer's own pace, exp(-pace x H)",
+    "silence_vs_lifetime": "(lifetime events) x log((H + tenure) / (H + tenure - recency))",
+    "purchases_30_log": "log(1 + transactions in 30 days)",
+    "purchases_90_log": "log(1 + transactions in 90 days)",
+    "purchases_365_log": "log(1 + transactions in 365 days)",
+    "lifetime_log": "log(1 + transactions on record)",
+    "tenure_log": "log(1 + tenure days)",
+    "is_new": "1 if tenure is shorter than the horizon",
+    "purchase_trend": "90-day pace vs yearly pace - 1",
+    "average_spend_log": "log(1 + average transaction)",
+    "balance_log": "signed log(1 + |total balance|)",
+    "balance_change": "balance change vs a month ago",
+    "product_count": "open products",
+    "accounts_closed": "accounts closed",
+    "sessions_30_log": "log(1 + app sessions in 30 days)",
+    "login_trend": "sessions vs the previous 30 days - 1",
+    "active_days_share": "active days in the last 30, as a share",
+    "has_salary": "1 if a salary was ever credited",
+    "salary_gap": "months since the last salary credit (0 without salary), capped at 4",
+    "salary_credits_90": "salary credits in 90 days",
+    "open_complaints": "open complaints, capped at 3",
+    "nps_detractor": "1 if the last NPS was 0-6",
+    "nps_promoter": "1 if the last NPS was 9-10",
+    "digital_share": "share of mobile and web",
+}
+
+
+def model_inputs(facts: Mapping[str, float], horizon_days: float = 90.0) -> dict[str, float]:
+    """What the models learn from: the facts transformed so a linear model can use them.
+
+    >>> x = model_inputs(REFERENCE)
+    >>> sorted(x) == sorted(INPUTS)
     True
     """
-    recency = features.get("recency_days", 0.0)
-    z = -2.5 + 4.0 * (recency / horizon_days)
-    if features.get("product_count", 1.0) == 0.0:
-        z += 1.0
-    z += 0.5 * features.get("accounts_closed", 0.0)
-    return 1.0 / (1.0 + math.exp(-z))
+    h = float(horizon_days)
+    rate, recency, tenure, lifetime = _rate(facts, h)
+    silence = rate * recency
+    span = h + tenure
+    seen_for = max(span - recency, h)
+    nps = facts.get("last_nps", MISSING)
+    salary_days = facts.get("days_since_salary", MISSING)
+    balance = facts.get("total_balance", 0.0)
+    return {
+        "recency_log": math.log1p(recency),
+        "recency_horizons": min(recency / h, 3.0),
+        "silence": min(silence, 20.0),
+        "silence_log": math.log1p(silence),
+        "pace_log": math.log(rate * h),
+        "quiet_chance": math.exp(-rate * h),
+        "silence_vs_lifetime": min(lifetime * math.log(span / seen_for), 50.0),
+        "purchases_30_log": math.log1p(max(facts.get("purchases_30", 0.0), 0.0)),
+        "purchases_90_log": math.log1p(max(facts.get("purchases_90", 0.0), 0.0)),
+        "purchases_365_log": math.log1p(max(facts.get("purchases_365", 0.0), 0.0)),
+        "lifetime_log": math.log1p(lifetime),
+        "tenure_log": math.log1p(tenure),
+        "is_new": 1.0 if tenure < h else 0.0,
+        "purchase_trend": facts.get("purchase_trend", 0.0),
+        "average_spend_log": math.log1p(max(facts.get("average_spend", 0.0), 0.0)),
+        "balance_log": math.copysign(math.log1p(abs(balance)), balance),
+        "balance_change": facts.get("balance_change", 0.0),
+        "product_count": facts.get("product_count", 0.0),
+        "accounts_closed": facts.get("accounts_closed", 0.0),
+        "sessions_30_log": math.log1p(max(facts.get("sessions_30", 0.0), 0.0)),
+        "login_trend": facts.get("login_trend", 0.0),
+        "active_days_share": min(max(facts.get("active_days_30", 0.0), 0.0) / 30.0, 1.0),
+        "has_salary": 0.0 if salary_days < 0 else 1.0,
+        "salary_gap": 0.0 if salary_days < 0 else min(salary_days / 30.0, 4.0),
+        "salary_credits_90": facts.get("salary_credits_90", 0.0),
+        "open_complaints": min(facts.get("open_complaints", 0.0), 3.0),
+        "nps_detractor": 1.0 if 0 <= nps <= 6 else 0.0,
+        "nps_promoter": 1.0 if nps >= 9 else 0.0,
+        "digital_share": facts.get("digital_share", 0.0),
+    }
+
+
+# ------------------------------------------------------------------ the prior
+
+
+# Before any label is learnt, a customer is taken to stay with 90% odds right after acting.
+PRIOR_STAY_ODDS = 9.0
+
+
+def recency_prior(facts: Mapping[str, float], horizon_days: int = 90) -> float:
+    """The cold-start prior: silence measured against the customer's own pace.
+
+    A customer acting at rate `pace` a day (their transactions over the last year, smoothed
+    towards one per horizon) who has been silent for `recency` days is still with the bank
+    with odds `9 x exp(-pace x recency)` (each expected but missing activity is evidence they
+    left; closed accounts halve the odds each); if still with the bank they churn only by
+    a silent horizon, `exp(-pace x H)`. So a weekly customer silent for a month scores high and
+    an occasional one silent for a month does not.
+
+    >>> quiet = dict(REFERENCE, recency_days=60.0)
+    >>> recency_prior(REFERENCE) < 0.25 < recency_prior(quiet)
+    True
+    """
+    rate, recency, _, _ = _rate(facts, float(horizon_days))
+    log_odds_stay = math.log(PRIOR_STAY_ODDS) - min(rate * recency, 50.0)
+    log_odds_stay -= math.log(2.0) * max(facts.get("accounts_closed", 0.0), 0.0)
+    if facts.get("product_count", 1.0) == 0.0 and facts.get("accounts_closed", 0.0) > 0:
+        log_odds_stay -= 4.0  # every account closed
+    stays = 1.0 / (1.0 + math.exp(-log_odds_stay))
+    return 1.0 - stays * (1.0 - math.exp(-rate * horizon_days))
+
+
+# ------------------------------------------------------------------ bands and reasons
 
 
 def band_of(probability: float, cuts: tuple[float, float, float]) -> ChurnBand:
@@ -98,20 +448,38 @@ class Reason:
 
 
 def reasons_for(
-    predict: Callable[[Features], float], features: Features, top: int = 3
+    predict: Callable[[Facts], float], facts: Facts, top: int = 3
 ) -> list[Reason]:
-    """Model-agnostic reasons: how much the probability moves when one feature is set back
-    to the reference customer's value. Positive contributions raise risk; the largest first.
+    """Model-agnostic reasons: how much the probability falls when one fact is set back to
+    the reference customer's value (everything derived from it moves with it). Positive
+    contributions raise risk; the largest first. Facts the customer has no value for
+    (never salaried, no NPS given) are not reasons.
     """
-    base = predict(features)
+    base = predict(facts)
     found: list[Reason] = []
-    for name, value in features.items():
-        if name not in REFERENCE or value == REFERENCE[name]:
+    for name, value in facts.items():
+        spec = FACT_BY_NAME.get(name)
+        if spec is None or value == spec.reference:
             continue
-        counterfactual = dict(features)
-        counterfactual[name] = REFERENCE[name]
+        if name in OPTIONAL_FACTS and value < 0:
+            continue
+        counterfactual = dict(facts)
+        counterfactual[name] = spec.reference
         delta = base - predict(counterfactual)
         if delta > 1e-6:
-            found.append(Reason(name, REASON_TEXT[name](value), round(delta, 4)))
-    found.sort(key=lambda r: r.contribution, reverse=True)
+            found.append(Reason(name, spec.text(value), round(delta, 4)))
+    found.sort(key=lambda r: (-r.contribution, r.feature))
     return found[:top]
+
+
+# ------------------------------------------------------------------ time-driven re-scoring
+
+
+def rescore_after(recency_days: float, min_days: float, max_days: float) -> timedelta:
+    """How long until a silent customer is scored again: weekly while recent, then less
+    often as silence grows (a quarter of the silence), never rarer than `max_days`.
+
+    >>> rescore_after(3, 7, 28).days, rescore_after(60, 7, 28).days, rescore_after(400, 7, 28).days
+    (7, 15, 28)
+    """
+    return timedelta(days=min(max(recency_days / 4.0, min_days), max_days))

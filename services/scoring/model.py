@@ -1,39 +1,122 @@
-"""The churn model: a river pipeline that learns online, with the prior until it has labels."""
+"""The churn models: river estimators behind one interface, the cold-start prior, signed
+checkpoints, and the assessment of one customer (probability, band, reasons)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from river import compose, linear_model, optim, preprocessing
-
 from datetime import datetime
+from typing import Any
 
+import river
+from river import base, compose, linear_model, optim, preprocessing, tree
+
+from services.scoring.btyd import BTYDLogisticClassifier
 from services.scoring.domain import (
-    Features,
+    INPUTS,
+    Facts,
+    Memory,
     Reason,
     band_of,
-    features_at,
+    facts_at,
+    model_inputs,
     reasons_for,
     recency_prior,
 )
 from shared.events import ChurnBand, ProfileSnapshot
 
+RIVER_VERSION = river.__version__
+PRIOR_NAME = "prior:recency"
 
-def champion_pipeline() -> compose.Pipeline:
-    return compose.Pipeline(
-        preprocessing.StandardScaler(),
-        linear_model.LogisticRegression(optimizer=optim.SGD(0.05), l2=1e-4),
+# The structural model's raw inputs (not scaled: the BG/NBD terms need days and counts).
+RAW_INPUTS = {
+    "recency_days": "days since the last customer-initiated activity",
+    "tenure_days": "days since registration or first activity",
+    "lifetime_events": "transactions on record (at least one)",
+}
+# What moves the odds of having gone besides the purchase history itself.
+BEHAVIOUR = (
+    "purchase_trend", "average_spend_log", "balance_log", "balance_change", "product_count",
+    "accounts_closed", "sessions_30_log", "login_trend", "active_days_share", "has_salary",
+    "salary_gap", "salary_credits_90", "open_complaints", "nps_detractor", "nps_promoter",
+    "digital_share",
+)
+
+
+def inputs_of(facts: Facts, horizon_days: float) -> dict[str, float]:
+    """Every model input: the transformed features plus the raw days and counts."""
+    x = model_inputs(facts, horizon_days)
+    recency = max(facts.get("recency_days", 0.0), 0.0)
+    x["recency_days"] = recency
+    x["tenure_days"] = max(facts.get("tenure_days", 0.0), recency)
+    x["lifetime_events"] = max(facts.get("transactions_lifetime", 0.0),
+                               facts.get("purchases_365", 0.0), 1.0)
+    return x
+
+
+def _btyd(horizon_days: float, seed: int) -> base.Classifier:
+    return BTYDLogisticClassifier(covariates=BEHAVIOUR, horizon_days=horizon_days)
+
+
+def _logreg(horizon_days: float, seed: int) -> base.Classifier:
+    return compose.Select(*INPUTS) | preprocessing.StandardScaler() | \
+        linear_model.LogisticRegression(optimizer=optim.SGD(0.01), l2=1e-4)
+
+
+def _tree(horizon_days: float, seed: int) -> base.Classifier:
+    return tree.HoeffdingAdaptiveTreeClassifier(
+        grace_period=200, delta=1e-5, leaf_prediction="nba", seed=seed
     )
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    build: Callable[[float, int], base.Classifier]
+    weighted: bool  # learn_one accepts a sample weight
+    description: str
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("btyd-logit", _btyd, True,
+             "BG/NBD structure (recency, tenure, events on record) with dropout log-odds "
+             "linear in standardised behaviour; learnt online from churn labels"),
+        Kind("logreg", _logreg, True,
+             "standard scaling + logistic regression on the transformed features"),
+        Kind("hoeffding-tree", _tree, True,
+             "Hoeffding adaptive tree (naive Bayes adaptive leaves) on every input"),
+    )
+}
 
 
 @dataclass
 class ChurnModel:
+    """One estimator with what the service needs to know about it: name, version, how many
+    labels it has learnt, and whether it is still cold (then the documented prior scores)."""
+
     horizon_days: int
     min_labels: int
-    pipeline: compose.Pipeline = field(default_factory=champion_pipeline)
+    kind: str = "btyd-logit"
+    seed: int = 42
+    estimator: base.Classifier | None = None
     labels_learnt: int = 0
-    version: int = 1
-    name: str = "logreg"
+    version: int = 0
+    created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: unknown model kind {self.kind!r} (known: {sorted(KINDS)})")
+        if self.estimator is None:
+            self.estimator = KINDS[self.kind].build(float(self.horizon_days), self.seed)
+
+    @property
+    def name(self) -> str:
+        return self.kind
 
     @property
     def cold_start(self) -> bool:
@@ -41,17 +124,62 @@ class ChurnModel:
 
     @property
     def active_name(self) -> str:
-        return "prior:recency" if self.cold_start else self.name
+        return PRIOR_NAME if self.cold_start else self.kind
 
-    def predict(self, features: Features) -> float:
-        if self.cold_start:
-            return recency_prior(features, self.horizon_days)
-        proba = self.pipeline.predict_proba_one(features)
+    def model_probability(self, facts: Facts) -> float:
+        """The estimator's own probability, cold or not (prequential figures use it)."""
+        assert self.estimator is not None
+        proba = self.estimator.predict_proba_one(inputs_of(facts, self.horizon_days))
         return float(proba.get(True, 0.0))
 
-    def learn(self, features: Features, churned: bool) -> None:
-        self.pipeline.learn_one(features, churned)
+    def predict(self, facts: Facts) -> float:
+        if self.cold_start:
+            return recency_prior(facts, self.horizon_days)
+        return self.model_probability(facts)
+
+    def learn(self, facts: Facts, churned: bool, weight: float = 1.0) -> None:
+        assert self.estimator is not None
+        x = inputs_of(facts, self.horizon_days)
+        if weight != 1.0 and KINDS[self.kind].weighted:
+            self.estimator.learn_one(x, churned, w=weight)
+        else:
+            self.estimator.learn_one(x, churned)
         self.labels_learnt += 1
+
+    def fresh(self) -> ChurnModel:
+        """A new, untrained model of the same kind."""
+        return ChurnModel(self.horizon_days, self.min_labels, self.kind, self.seed)
+
+
+# ------------------------------------------------------------------ signed checkpoints
+
+
+class CheckpointRejected(ValueError):
+    """A checkpoint that must not be loaded: bad signature or another river version."""
+
+
+def sign(blob: bytes, key: str) -> bytes:
+    return hmac.new(key.encode(), blob, hashlib.sha256).digest()
+
+
+def dump(obj: Any, key: str) -> tuple[bytes, bytes]:
+    """Pickle and sign (HMAC-SHA256): only a holder of the key can make a loadable one."""
+    blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return blob, sign(blob, key)
+
+
+def load(blob: bytes, signature: bytes, key: str, river_version: str) -> Any:
+    """Verify, then unpickle. Unpickling runs code, so nothing unsigned is ever loaded."""
+    if not hmac.compare_digest(sign(blob, key), bytes(signature)):
+        raise CheckpointRejected("signature: does not match the checkpoint key")
+    if river_version != RIVER_VERSION:
+        raise CheckpointRejected(
+            f"river_version: checkpoint made with river {river_version}, this is {RIVER_VERSION}"
+        )
+    return pickle.loads(blob)  # noqa: S301 - verified above
+
+
+# ------------------------------------------------------------------ one assessment
 
 
 @dataclass(frozen=True)
@@ -59,24 +187,31 @@ class Assessment:
     probability: float
     band: ChurnBand
     reasons: list[Reason]
-    features: Features
+    features: Facts
     model: str
     version: int
     cold_start: bool
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def assess(
     model: ChurnModel, snapshot: ProfileSnapshot, as_of: datetime,
-    cuts: tuple[float, float, float], top: int,
+    cuts: tuple[float, float, float], top: int, memory: Memory | None = None,
 ) -> Assessment:
     """Score one customer as of an event time, with the reasons behind the score."""
-    features = features_at(snapshot, as_of)
-    probability = model.predict(features)
+    facts = facts_at(snapshot, as_of, memory)
+    return assess_facts(model, facts, cuts, top)
+
+
+def assess_facts(
+    model: ChurnModel, facts: Facts, cuts: tuple[float, float, float], top: int
+) -> Assessment:
+    probability = model.predict(facts)
     return Assessment(
         probability=round(probability, 6),
         band=band_of(probability, cuts),
-        reasons=reasons_for(model.predict, features, top),
-        features=features,
+        reasons=reasons_for(model.predict, facts, top),
+        features=facts,
         model=model.active_name,
         version=model.version,
         cold_start=model.cold_start,

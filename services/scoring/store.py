@@ -1,8 +1,15 @@
-"""Scoring's tables and queries (schema `scoring`)."""
+"""Scoring's tables and queries (schema `scoring`): scores and their history, each customer's
+schedule and memory, pending samples and the evidence that resolves them, labels.
+
+Handlers fold a batch in memory (`CustomerState`, samples, evidence); `flush` writes it with
+a handful of set-based statements, in an order that makes the batch's own evidence apply to
+the samples it created."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,7 +17,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.scoring.domain import Memory
+from services.scoring.metrics import ScoringMetrics
 from services.scoring.model import ChurnModel
+from shared.events import EnvelopeBase, ProfileSnapshot
 
 metadata = sa.MetaData()
 scores = sa.Table(
@@ -28,6 +38,11 @@ scores = sa.Table(
     sa.Column("first_seen_at", sa.DateTime(timezone=True)),
     sa.Column("as_of", sa.DateTime(timezone=True)),
     sa.Column("event_id", sa.Uuid),
+    sa.Column("partition", sa.Integer),
+    sa.Column("next_due_at", sa.DateTime(timezone=True)),
+    sa.Column("last_sample_at", sa.DateTime(timezone=True)),
+    sa.Column("closed", sa.Boolean),
+    sa.Column("memory", JSONB),
 )
 score_history = sa.Table(
     "score_history",
@@ -39,70 +54,426 @@ score_history = sa.Table(
     sa.Column("model_version", sa.Integer),
     sa.Column("as_of", sa.DateTime(timezone=True)),
 )
+pending_samples = sa.Table(
+    "pending_samples",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("customer_id", sa.Text),
+    sa.Column("partition", sa.Integer),
+    sa.Column("sampled_at", sa.DateTime(timezone=True)),
+    sa.Column("horizon_end", sa.DateTime(timezone=True)),
+    sa.Column("facts", JSONB),
+    sa.Column("weight", sa.Float),
+    sa.Column("prediction", sa.Float),
+    sa.Column("model_version", sa.Integer),
+    sa.Column("treated", sa.Boolean),
+    sa.Column("label", sa.Boolean),
+    sa.Column("outcome", sa.Text),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.Column("recorded_at", sa.DateTime(timezone=True)),
+)
+labels = sa.Table(
+    "labels",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("customer_id", sa.Text),
+    sa.Column("sampled_at", sa.DateTime(timezone=True)),
+    sa.Column("horizon_end", sa.DateTime(timezone=True)),
+    sa.Column("label", sa.Boolean),
+    sa.Column("outcome", sa.Text),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.Column("treated", sa.Boolean),
+    sa.Column("weight", sa.Float),
+    sa.Column("prediction", sa.Float),
+    sa.Column("model_version", sa.Integer),
+    sa.Column("champion_probability", sa.Float),
+    sa.Column("learnt_in", sa.Integer),
+    sa.Column("late_correction", sa.Boolean),
+    sa.Column("recorded_at", sa.DateTime(timezone=True)),
+)
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+    sa.Column("river_version", sa.Text),
+    sa.Column("reason", sa.Text),
+    sa.Column("champion", sa.Text),
+    sa.Column("challenger", sa.Text),
+    sa.Column("labels_learnt", sa.BigInteger),
+    sa.Column("champion_blob", sa.LargeBinary),
+    sa.Column("champion_signature", sa.LargeBinary),
+    sa.Column("state_blob", sa.LargeBinary),
+    sa.Column("state_signature", sa.LargeBinary),
+    sa.Column("card", JSONB),
+    sa.Column("pinned", sa.Boolean),
+)
+model_events = sa.Table(
+    "model_events",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("kind", sa.Text),
+    sa.Column("version", sa.Integer),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+    sa.Column("details", JSONB),
+)
+model_commands = sa.Table(
+    "model_commands",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("kind", sa.Text),
+    sa.Column("target_version", sa.Integer),
+    sa.Column("requested_by", sa.Text),
+    sa.Column("requested_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.Text),
+    sa.Column("result", JSONB),
+    sa.Column("done_at", sa.DateTime(timezone=True)),
+)
 
-
-SCORE_COLUMNS = (
+STATE_COLUMNS = (
     "customer_id", "probability", "band", "model", "model_version", "cold_start", "reasons",
-    "features", "snapshot", "first_seen_at", "as_of", "event_id",
+    "features", "snapshot", "first_seen_at", "as_of", "event_id", "partition", "next_due_at",
+    "last_sample_at", "closed", "memory",
 )
 
 
-def _upsert_score() -> Any:
+def _upsert_scores() -> Any:
     stmt = pg_insert(scores)
     x = stmt.excluded
     return stmt.on_conflict_do_update(
         index_elements=[scores.c.customer_id],
         set_={
-            **{k: x[k] for k in SCORE_COLUMNS if k not in ("customer_id", "first_seen_at")},
+            **{k: x[k] for k in STATE_COLUMNS if k not in ("customer_id", "first_seen_at")},
             "first_seen_at": sa.func.least(scores.c.first_seen_at, x.first_seen_at),
         },
-        # A late profile update never overwrites a newer score.
-        where=scores.c.as_of <= x.as_of,
     )
 
 
-UPSERT_SCORE = _upsert_score()
+UPSERT_SCORES = _upsert_scores()
 INSERT_HISTORY = pg_insert(score_history).on_conflict_do_nothing()
+INSERT_SAMPLES = pg_insert(pending_samples).on_conflict_do_nothing(
+    index_elements=[pending_samples.c.customer_id, pending_samples.c.sampled_at]
+)
+
+# Activity resolves a sample negative at its first activity in (t, t + H]; one that arrives
+# late still corrects a positive the learner has not learnt yet (activity came first).
+_NEGATIVE = sa.text(
+    """
+    WITH hits AS (
+      SELECT s.id, s.outcome AS was, min(q.at) AS at
+      FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamptz[])) AS q(customer_id, at)
+      JOIN pending_samples s ON s.customer_id = q.customer_id
+       AND q.at > s.sampled_at AND q.at <= s.horizon_end
+      WHERE s.outcome IS NULL OR s.outcome = 'horizon'
+         OR (s.outcome = 'closure' AND q.at < s.resolved_at)
+      GROUP BY s.id, s.outcome
+    )
+    UPDATE pending_samples p
+    SET label = false, outcome = 'activity', resolved_at = hits.at, recorded_at = now()
+    FROM hits WHERE p.id = hits.id AND (p.outcome IS DISTINCT FROM 'activity')
+    RETURNING hits.was
+    """
+)
+# Activity after the window ends, for a sample still open: the window was silent if we know
+# the whole window (the previous snapshot already covered it) or if this is the only
+# activity since that snapshot; otherwise the batch merged events we cannot see: ambiguous.
+_BEYOND = sa.text(
+    """
+    UPDATE pending_samples s
+    SET label = CASE WHEN q.known OR s.horizon_end <= q.seen THEN true END,
+        outcome = CASE WHEN q.known OR s.horizon_end <= q.seen THEN 'horizon'
+                       ELSE 'ambiguous' END,
+        resolved_at = CASE WHEN q.known OR s.horizon_end <= q.seen THEN s.horizon_end
+                           ELSE q.at END,
+        recorded_at = now()
+    FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamptz[]),
+                CAST(:seen AS timestamptz[]), CAST(:known AS boolean[]))
+         AS q(customer_id, at, seen, known)
+    WHERE s.customer_id = q.customer_id AND s.outcome IS NULL AND s.horizon_end < q.at
+    RETURNING s.outcome
+    """
+)
+_CLOSURE = sa.text(
+    """
+    UPDATE pending_samples s
+    SET label = true, outcome = 'closure', resolved_at = q.at, recorded_at = now()
+    FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamptz[])) AS q(customer_id, at)
+    WHERE s.customer_id = q.customer_id AND s.outcome IS NULL
+      AND q.at > s.sampled_at AND q.at <= s.horizon_end
+    """
+)
+_TREATED = sa.text(
+    """
+    UPDATE pending_samples s SET treated = true
+    FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamptz[])) AS q(customer_id, at)
+    WHERE s.customer_id = q.customer_id AND NOT s.treated
+      AND q.at > s.sampled_at AND q.at <= s.horizon_end
+      AND (s.outcome IS NULL OR s.resolved_at >= q.at)
+    """
+)
+# A late activity for a label already learnt cannot be unlearnt: it is recorded.
+_LATE_LEARNT = sa.text(
+    """
+    UPDATE labels l SET late_correction = true
+    FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamptz[])) AS q(customer_id, at)
+    WHERE l.customer_id = q.customer_id AND l.label AND NOT l.late_correction
+      AND q.at > l.sampled_at AND q.at <= l.horizon_end
+      AND (l.outcome = 'horizon' OR q.at < l.resolved_at)
+    """
+)
+_HORIZON = sa.text(
+    """
+    UPDATE pending_samples s
+    SET label = true, outcome = 'horizon', resolved_at = s.horizon_end, recorded_at = now()
+    FROM unnest(CAST(:parts AS integer[]), CAST(:wms AS timestamptz[])) AS w(partition, wm)
+    WHERE s.partition = w.partition AND s.outcome IS NULL AND s.horizon_end < w.wm
+    """
+)
+_DUE = sa.text(
+    """
+    SELECT s.* FROM unnest(CAST(:parts AS integer[]), CAST(:wms AS timestamptz[]))
+         AS w(partition, wm)
+    JOIN scores s ON s.partition = w.partition AND s.next_due_at <= w.wm
+    ORDER BY s.next_due_at, s.customer_id
+    LIMIT :limit
+    """
+)
+
+
+@dataclass
+class CustomerState:
+    """What scoring keeps per customer between events: the latest snapshot and score, the
+    time-driven schedule, the last sample, and memory for changes over time."""
+
+    customer_id: str
+    partition: int
+    snapshot: ProfileSnapshot
+    first_seen_at: datetime
+    memory: Memory = field(default_factory=Memory)
+    next_due_at: datetime | None = None
+    last_sample_at: datetime | None = None
+    closed: bool = False
+    score: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> CustomerState:
+        m = row._mapping
+        return cls(
+            customer_id=m["customer_id"],
+            partition=m["partition"],
+            snapshot=ProfileSnapshot.model_validate(m["snapshot"]),
+            first_seen_at=m["first_seen_at"],
+            memory=Memory.from_json(m["memory"]),
+            next_due_at=m["next_due_at"],
+            last_sample_at=m["last_sample_at"],
+            closed=m["closed"],
+            score={k: m[k] for k in ("probability", "band", "model", "model_version",
+                                     "cold_start", "reasons", "features", "as_of", "event_id")},
+        )
+
+    def row(self) -> dict[str, Any]:
+        assert self.score is not None
+        return {
+            "customer_id": self.customer_id,
+            **self.score,
+            "snapshot": self.snapshot.model_dump(mode="json", by_alias=True),
+            "first_seen_at": self.first_seen_at,
+            "partition": self.partition,
+            "next_due_at": self.next_due_at,
+            "last_sample_at": self.last_sample_at,
+            "closed": self.closed,
+            "memory": self.memory.to_json(),
+        }
+
+
+@dataclass
+class Evidence:
+    """What a snapshot says about label windows: activity at `at`; `seen` is when the
+    previous snapshot was taken; `known` whether `at` is the only activity since then."""
+
+    customer_id: str
+    at: datetime
+    seen: datetime
+    known: bool
+    late: bool = False
+
+
+@dataclass
+class Resolved:
+    """Counts of labels resolved by the last flush (for metrics)."""
+
+    activity: int = 0
+    corrected: int = 0
+    horizon: int = 0
+    ambiguous: int = 0
+    closure: int = 0
 
 
 @dataclass
 class ScoringStore:
-    """Scores are folded per batch: the latest per customer is upserted, every one is kept
-    in the history, each with one set-based statement at flush."""
-
     conn: AsyncConnection
     model: ChurnModel
-    pending_latest: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pending_history: list[dict[str, Any]] = field(default_factory=list)
+    states: dict[str, CustomerState] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+    history_rows: list[dict[str, Any]] = field(default_factory=list)
+    sample_rows: list[dict[str, Any]] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    closures: list[tuple[str, datetime]] = field(default_factory=list)
+    treatments: list[tuple[str, datetime]] = field(default_factory=list)
+    resolved: Resolved = field(default_factory=Resolved)
+    metrics: ScoringMetrics | None = None
+    scored: dict[str, int] = field(default_factory=dict)
 
-    async def save_score(self, row: dict[str, Any]) -> None:
-        current = self.pending_latest.get(row["customer_id"])
-        if current is None or row["as_of"] >= current["as_of"]:
-            if current is not None:
-                row = {**row, "first_seen_at": min(row["first_seen_at"], current["first_seen_at"])}
-            self.pending_latest[row["customer_id"]] = row
-        self.pending_history.append(
-            {k: row[k] for k in ("event_id", "customer_id", "probability", "band",
-                                 "model_version", "as_of")}
+    # ------------------------------------------------------------------ reading state
+
+    async def prepare(self, events: Sequence[EnvelopeBase]) -> None:
+        """Load the state of every customer the batch's profile updates touch, in one query."""
+        wanted = {e.customer_id for e in events if e.event_type == "profile.updated"}
+        await self._load([c for c in wanted if c not in self.states])
+
+    async def _load(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        rows = await self.conn.execute(sa.select(scores).where(scores.c.customer_id.in_(ids)))
+        for row in rows:
+            self.states[row.customer_id] = CustomerState.from_row(row)
+
+    async def state(self, customer_id: str) -> CustomerState | None:
+        if customer_id not in self.states:
+            await self._load([customer_id])
+        return self.states.get(customer_id)
+
+    def put(self, state: CustomerState) -> None:
+        self.states[state.customer_id] = state
+        self.dirty.add(state.customer_id)
+
+    async def due(
+        self, watermarks: dict[int, datetime], limit: int
+    ) -> list[CustomerState]:
+        """Customers whose next time-driven score is due by their partition's clock."""
+        if not watermarks:
+            return []
+        parts = list(watermarks)
+        rows = await self.conn.execute(
+            _DUE, {"parts": parts, "wms": [watermarks[p] for p in parts], "limit": limit}
         )
+        out = []
+        for row in rows:
+            state = self.states.get(row.customer_id) or CustomerState.from_row(row)
+            self.states[row.customer_id] = state
+            out.append(state)
+        return out
+
+    # ------------------------------------------------------------------ folding a batch
+
+    def record_history(self, row: dict[str, Any]) -> None:
+        self.history_rows.append(row)
+
+    def add_sample(self, row: dict[str, Any]) -> None:
+        self.sample_rows.append(row)
+
+    def activity(self, evidence: Evidence) -> None:
+        self.evidence.append(evidence)
+
+    def closure(self, customer_id: str, at: datetime) -> None:
+        self.closures.append((customer_id, at))
+
+    def treated(self, customer_id: str, at: datetime) -> None:
+        self.treatments.append((customer_id, at))
+
+    def count_score(self, time_driven: bool) -> None:
+        trigger = "time" if time_driven else "event"
+        self.scored[trigger] = self.scored.get(trigger, 0) + 1
 
     def discard(self) -> None:
-        self.pending_latest.clear()
-        self.pending_history.clear()
+        """A failed event's savepoint rolled back: forget everything not yet written."""
+        self.scored.clear()
+        self.states.clear()
+        self.dirty.clear()
+        self.history_rows.clear()
+        self.sample_rows.clear()
+        self.evidence.clear()
+        self.closures.clear()
+        self.treatments.clear()
 
     async def flush(self) -> None:
-        latest, self.pending_latest = self.pending_latest, {}
-        history, self.pending_history = self.pending_history, []
-        if latest:
-            await self.conn.execute(UPSERT_SCORE, list(latest.values()))
-        if history:
-            await self.conn.execute(INSERT_HISTORY, history)
+        conn = self.conn
+        if self.dirty:
+            rows = [self.states[c].row() for c in sorted(self.dirty) if c in self.states]
+            self.dirty.clear()
+            if rows:
+                await conn.execute(UPSERT_SCORES, rows)
+        if self.history_rows:
+            rows, self.history_rows = self.history_rows, []
+            await conn.execute(INSERT_HISTORY, rows)
+        if self.sample_rows:
+            rows, self.sample_rows = self.sample_rows, []
+            await conn.execute(INSERT_SAMPLES, rows)
+            if self.metrics is not None:
+                self.metrics.samples.inc(len(rows))
+        if self.metrics is not None and self.scored:
+            for trigger, n in self.scored.items():
+                self.metrics.scores.labels(trigger).inc(n)
+        self.scored.clear()
+        if self.evidence:
+            evidence, self.evidence = self.evidence, []
+            ids = [e.customer_id for e in evidence]
+            ats = [e.at for e in evidence]
+            was = (await conn.execute(_NEGATIVE, {"ids": ids, "ats": ats})).scalars().all()
+            self.resolved.activity += len(was)
+            self.resolved.corrected += sum(1 for w in was if w is not None)
+            beyond = (await conn.execute(_BEYOND, {
+                "ids": ids, "ats": ats, "seen": [e.seen for e in evidence],
+                "known": [e.known for e in evidence],
+            })).scalars().all()
+            self.resolved.horizon += sum(1 for o in beyond if o == "horizon")
+            self.resolved.ambiguous += sum(1 for o in beyond if o == "ambiguous")
+            late = [e for e in evidence if e.late]
+            if late:
+                await conn.execute(_LATE_LEARNT, {"ids": [e.customer_id for e in late],
+                                                  "ats": [e.at for e in late]})
+        if self.closures:
+            closures, self.closures = self.closures, []
+            result = await conn.execute(_CLOSURE, {"ids": [c for c, _ in closures],
+                                                   "ats": [a for _, a in closures]})
+            self.resolved.closure += result.rowcount or 0
+        self._report_resolved()
+        if self.treatments:
+            treatments, self.treatments = self.treatments, []
+            await conn.execute(_TREATED, {"ids": [c for c, _ in treatments],
+                                          "ats": [a for _, a in treatments]})
 
+    async def resolve_horizons(self, watermarks: dict[int, datetime]) -> int:
+        """Positive when the partition's clock passes t + H with no activity seen."""
+        if not watermarks:
+            return 0
+        parts = list(watermarks)
+        result = await self.conn.execute(
+            _HORIZON, {"parts": parts, "wms": [watermarks[p] for p in parts]}
+        )
+        count = result.rowcount or 0
+        self.resolved.horizon += count
+        self._report_resolved()
+        return count
+
+    def _report_resolved(self) -> None:
+        if self.metrics is None:
+            return
+        for outcome in ("activity", "corrected", "horizon", "ambiguous", "closure"):
+            n = getattr(self.resolved, outcome)
+            if n:
+                self.metrics.resolved.labels(outcome).inc(n)
+        self.resolved = Resolved()
 
     async def erase(self, customer_id: str) -> None:
-        """customer.erased: everything this service keeps about the customer goes."""
-        await self.conn.execute(sa.delete(scores).where(scores.c.customer_id == customer_id))
-        await self.conn.execute(sa.delete(score_history).where(score_history.c.customer_id == customer_id))
+        """customer.erased: everything this service keeps about the customer goes (what the
+        model has already learnt from them cannot be unlearnt; it holds no personal data)."""
+        self.states.pop(customer_id, None)
+        self.dirty.discard(customer_id)
+        for table in (scores, score_history, pending_samples, labels):
+            await self.conn.execute(sa.delete(table).where(table.c.customer_id == customer_id))
+
+    # ------------------------------------------------------------------ reads for the API
 
     async def latest(self, customer_id: str) -> dict[str, Any] | None:
         row = (
@@ -115,7 +486,7 @@ class ScoringStore:
     ) -> list[dict[str, Any]]:
         """Scored customers first seen on or before `seen_by`, in customer_id order."""
         query = (
-            sa.select(scores.c.customer_id, scores.c.snapshot)
+            sa.select(scores.c.customer_id, scores.c.snapshot, scores.c.memory)
             .where(scores.c.first_seen_at <= seen_by)
             .order_by(scores.c.customer_id)
             .limit(limit)
@@ -132,3 +503,23 @@ class ScoringStore:
             .limit(limit)
         )
         return [dict(r._mapping) for r in rows]
+
+
+async def label_counts(conn: AsyncConnection) -> dict[str, Any]:
+    pending = (await conn.execute(sa.text(
+        "SELECT count(*) FILTER (WHERE outcome IS NULL) AS open, "
+        "count(*) FILTER (WHERE outcome IS NOT NULL) AS resolved FROM pending_samples"
+    ))).one()
+    learnt = (await conn.execute(sa.text(
+        "SELECT count(*) FILTER (WHERE learnt_in IS NOT NULL) AS learnt, "
+        "count(*) FILTER (WHERE treated) AS treated, "
+        "count(*) FILTER (WHERE label) AS positive, "
+        "count(*) FILTER (WHERE late_correction) AS late_corrections, "
+        "count(*) FILTER (WHERE outcome = 'ambiguous') AS ambiguous FROM labels"
+    ))).one()
+    return {"pending": pending.open, "resolved_not_learnt": pending.resolved,
+            **dict(learnt._mapping)}
+
+
+def ids_of(rows: Iterable[Any]) -> list[int]:
+    return [int(r["id"]) for r in rows]

@@ -1,0 +1,311 @@
+"""What lifecycle knows about a customer: facts from its input events, folded per customer.
+
+A fact is the part of an input event the rules can use, at the event's time. Folding is
+order-insensitive where it can be (latest snapshot and score by time, first and last times
+by min and max, accounts and complaints by id), so the same facts give the same figures in
+any arrival order; the walk (domain.py) applies them in event-time order.
+
+>>> from datetime import UTC, datetime
+>>> t = datetime(2026, 1, 1, tzinfo=UTC)
+>>> f = CustomerFacts()
+>>> f.apply(Fact(t, "account_opened", "e1", {"account_id": "A", "product_type": "current"}))
+>>> f.apply(Fact(t.replace(day=5), "account_closed", "e2", {"account_id": "A",
+...                                                         "product_type": "current"}))
+>>> f.open_products(), f.products_ever(), f.first_product_at.day
+({}, 1, 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from shared.events import (
+    AccountClosed,
+    AccountOpened,
+    ChurnScored,
+    CustomerRegistered,
+    EnvelopeBase,
+    FeedbackSubmitted,
+    ProfileUpdated,
+)
+
+KIND_ORDER = {
+    "registered": 0,
+    "account_opened": 1,
+    "account_closed": 2,
+    "feedback": 3,
+    "snapshot": 4,
+    "churn_score": 5,
+}
+# Snapshot features the rules may read (profile computes them; see services/profile/view.py).
+SNAPSHOT_FEATURES = (
+    "frequency_30", "frequency_90", "frequency_365", "monetary_30", "monetary_90",
+    "monetary_365", "sessions_30", "sessions_prev_30", "engagement_trend", "active_days_30",
+    "salary_credits_90", "days_since_salary", "last_nps", "accounts_ever", "accounts_closed",
+)  # fmt: skip
+BALANCE_DAYS = 90
+BALANCE_RECENT_DAYS = 30
+BALANCE_MIN_PRIOR_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Fact:
+    at: datetime
+    kind: str
+    event_id: str
+    data: dict[str, Any] = field(compare=False, hash=False, repr=False)
+
+    def sort_key(self) -> tuple[datetime, int, str]:
+        return (self.at, KIND_ORDER[self.kind], self.event_id)
+
+    def to_row(self, customer_id: str) -> dict[str, Any]:
+        return {"customer_id": customer_id, "occurred_at": self.at, "event_id": self.event_id,
+                "kind": self.kind, "data": self.data}
+
+
+def fact_from_event(event: EnvelopeBase) -> Fact | None:
+    """The fact an input event carries, or None for events that tell lifecycle nothing."""
+    at, eid = event.occurred_at, str(event.event_id)
+    if isinstance(event, CustomerRegistered):
+        return Fact(at, "registered", eid, {})
+    if isinstance(event, AccountOpened | AccountClosed):
+        kind = "account_opened" if isinstance(event, AccountOpened) else "account_closed"
+        return Fact(at, kind, eid, {"account_id": event.payload.account_id,
+                                    "product_type": event.payload.product_type.value})
+    if isinstance(event, FeedbackSubmitted):
+        return Fact(at, "feedback", eid, {"kind": event.payload.kind.value,
+                                          "complaint_id": event.payload.complaint_id})
+    if isinstance(event, ChurnScored):
+        return Fact(at, "churn_score", eid, {"probability": event.payload.probability,
+                                             "band": event.payload.band.value})
+    if isinstance(event, ProfileUpdated):
+        p = event.payload
+        return Fact(at, "snapshot", eid, {
+            "as_of": p.as_of.isoformat(),
+            "registered": p.registered,
+            "segment": p.segment.value if p.segment else None,
+            "value_tier": p.value_tier,
+            "tags": list(p.tags),
+            "first_activity_at": _iso(p.first_activity_at),
+            "last_activity_at": _iso(p.last_activity_at),
+            "transaction_count": p.transaction_count,
+            "products": dict(p.products),
+            "total_balance": float(p.total_balance),
+            "features": {k: p.features[k] for k in SNAPSHOT_FEATURES if k in p.features},
+        })
+    return None
+
+
+@dataclass
+class CustomerFacts:
+    """The fold of a customer's facts: what the rules' figures are computed from."""
+
+    registered_at: datetime | None = None
+    first_product_at: datetime | None = None
+    last_activity_at: datetime | None = None
+    accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    snapshot: dict[str, Any] | None = None
+    snapshot_key: tuple[str, str] | None = None
+    churn: dict[str, Any] | None = None
+    churn_key: tuple[str, str] | None = None
+    complaints: dict[str, datetime] = field(default_factory=dict)
+    resolved: set[str] = field(default_factory=set)
+    balances: dict[str, tuple[str, float]] = field(default_factory=dict)  # day -> (at, balance)
+    balance_avg_30: float | None = None
+    balance_prior_avg_60: float | None = None
+    last_salary_at: datetime | None = None
+
+    # -------------------------------------------------------------- folding
+
+    def apply(self, fact: Fact) -> None:
+        at, d = fact.at, fact.data
+        if fact.kind == "registered":
+            self.registered_at = _earliest(self.registered_at, at)
+        elif fact.kind in ("account_opened", "account_closed"):
+            account = self.accounts.setdefault(
+                d["account_id"], {"type": d["product_type"], "opened": None, "closed": None}
+            )
+            account["type"] = d["product_type"]
+            self.first_product_at = _earliest(self.first_product_at, at)
+            if fact.kind == "account_opened":
+                account["opened"] = _earliest(account["opened"], at)
+                # Opening an account is the customer's own act (profile counts it too).
+                self.last_activity_at = _latest(self.last_activity_at, at)
+            else:
+                account["closed"] = _latest(account["closed"], at)
+        elif fact.kind == "feedback":
+            self.last_activity_at = _latest(self.last_activity_at, at)
+            complaint = d.get("complaint_id") or fact.event_id
+            if d["kind"] == "complaint_opened" and complaint not in self.resolved:
+                opened = self.complaints.get(complaint)
+                self.complaints[complaint] = at if opened is None else min(opened, at)
+            elif d["kind"] == "complaint_resolved":
+                self.resolved.add(complaint)
+                self.complaints.pop(complaint, None)
+        elif fact.kind == "snapshot":
+            self._apply_snapshot(fact)
+        elif fact.kind == "churn_score":
+            key = (at.isoformat(), fact.event_id)
+            if self.churn_key is None or key > self.churn_key:
+                self.churn, self.churn_key = dict(d), key
+
+    def _apply_snapshot(self, fact: Fact) -> None:
+        at, d = fact.at, fact.data
+        self.last_activity_at = _latest(self.last_activity_at, _parse(d.get("last_activity_at")))
+        if d.get("registered"):
+            self.registered_at = _earliest(self.registered_at, at)
+        features = d.get("features") or {}
+        has_product = (d.get("products") or d.get("transaction_count")
+                       or features.get("accounts_ever"))
+        if has_product:
+            self.first_product_at = _earliest(
+                self.first_product_at, _parse(d.get("first_activity_at")) or at
+            )
+        key = (at.isoformat(), fact.event_id)
+        if self.snapshot_key is None or key > self.snapshot_key:
+            self.snapshot, self.snapshot_key = d, key
+        days = features.get("days_since_salary")
+        if days is not None:
+            # The latest salary any snapshot knew of: profile can emit a later snapshot before
+            # it has ingested an earlier salary credit, so the anchor only moves forward.
+            as_of = _parse(d.get("as_of")) or at
+            salary_day = datetime.combine(as_of.date() - timedelta(days=int(days)), time(), UTC)
+            self.last_salary_at = _latest(self.last_salary_at, salary_day)
+        day = at.date().isoformat()
+        known = self.balances.get(day)
+        if known is None or at.isoformat() >= known[0]:
+            self.balances[day] = (at.isoformat(), float(d.get("total_balance") or 0.0))
+        self._balance_figures(at.date())
+
+    def _balance_figures(self, today: date) -> None:
+        """Average end-of-day balance over the last 30 days and the 60 days before, carrying
+        the last known balance forward over days without a snapshot."""
+        first = today - timedelta(days=BALANCE_DAYS - 1)
+        days = sorted(self.balances)
+        older = [k for k in days if k < first.isoformat()]
+        for stale in older[:-1]:  # keep one day before the window to carry forward
+            del self.balances[stale]
+        days = sorted(self.balances)
+        recent: list[float] = []
+        prior: list[float] = []
+        value: float | None = None
+        i = 0
+        for n in range(BALANCE_DAYS):
+            day = (first + timedelta(days=n)).isoformat()
+            while i < len(days) and days[i] <= day:
+                value = self.balances[days[i]][1]
+                i += 1
+            if value is None:
+                continue
+            (recent if n >= BALANCE_DAYS - BALANCE_RECENT_DAYS else prior).append(value)
+        self.balance_avg_30 = sum(recent) / len(recent) if recent else None
+        self.balance_prior_avg_60 = (
+            sum(prior) / len(prior) if len(prior) >= BALANCE_MIN_PRIOR_DAYS else None
+        )
+
+    # -------------------------------------------------------------- figures
+
+    def features(self) -> dict[str, Any]:
+        return dict((self.snapshot or {}).get("features") or {})
+
+    def open_products(self) -> dict[str, int]:
+        """Open accounts per product type. Per type, the newer source wins: the account events
+        when one is later than the latest snapshot, else the snapshot (which also knows
+        accounts a bank reports only through their transactions)."""
+        from_events: dict[str, int] = {}
+        changed: dict[str, datetime] = {}
+        for account in self.accounts.values():
+            kind = account["type"]
+            if account["closed"] is None:
+                from_events[kind] = from_events.get(kind, 0) + 1
+            for moment in (account["opened"], account["closed"]):
+                if moment is not None and (kind not in changed or moment > changed[kind]):
+                    changed[kind] = moment
+        from_snapshot = dict((self.snapshot or {}).get("products") or {})
+        snapshot_at = _parse(self.snapshot_key[0]) if self.snapshot_key else None
+        out: dict[str, int] = {}
+        for kind in set(from_events) | set(from_snapshot) | set(changed):
+            newer_event = kind in changed and (snapshot_at is None or changed[kind] > snapshot_at)
+            count = from_events.get(kind, 0) if newer_event else from_snapshot.get(kind, 0)
+            if count > 0:
+                out[kind] = count
+        return dict(sorted(out.items()))
+
+    def products_ever(self) -> int:
+        return max(len(self.accounts), int(self.features().get("accounts_ever") or 0))
+
+    @property
+    def oldest_open_complaint_at(self) -> datetime | None:
+        return min(self.complaints.values(), default=None)
+
+    # -------------------------------------------------------------- storage
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "registered_at": _iso(self.registered_at),
+            "first_product_at": _iso(self.first_product_at),
+            "last_activity_at": _iso(self.last_activity_at),
+            "accounts": {
+                k: {"type": a["type"], "opened": _iso(a["opened"]), "closed": _iso(a["closed"])}
+                for k, a in self.accounts.items()
+            },
+            "snapshot": self.snapshot,
+            "snapshot_key": list(self.snapshot_key) if self.snapshot_key else None,
+            "churn": self.churn,
+            "churn_key": list(self.churn_key) if self.churn_key else None,
+            "complaints": {k: v.isoformat() for k, v in self.complaints.items()},
+            "resolved": sorted(self.resolved),
+            "balances": {k: list(v) for k, v in self.balances.items()},
+            "balance_avg_30": self.balance_avg_30,
+            "balance_prior_avg_60": self.balance_prior_avg_60,
+            "last_salary_at": _iso(self.last_salary_at),
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> CustomerFacts:
+        return cls(
+            registered_at=_parse(doc.get("registered_at")),
+            first_product_at=_parse(doc.get("first_product_at")),
+            last_activity_at=_parse(doc.get("last_activity_at")),
+            accounts={
+                k: {"type": a["type"], "opened": _parse(a["opened"]),
+                    "closed": _parse(a["closed"])}
+                for k, a in (doc.get("accounts") or {}).items()
+            },
+            snapshot=doc.get("snapshot"),
+            snapshot_key=_key(doc.get("snapshot_key")),
+            churn=doc.get("churn"),
+            churn_key=_key(doc.get("churn_key")),
+            complaints={k: datetime.fromisoformat(v)
+                        for k, v in (doc.get("complaints") or {}).items()},
+            resolved=set(doc.get("resolved") or ()),
+            balances={k: (v[0], float(v[1])) for k, v in (doc.get("balances") or {}).items()},
+            balance_avg_30=doc.get("balance_avg_30"),
+            balance_prior_avg_60=doc.get("balance_prior_avg_60"),
+            last_salary_at=_parse(doc.get("last_salary_at")),
+        )
+
+
+def _key(value: list[str] | None) -> tuple[str, str] | None:
+    return (value[0], value[1]) if value else None
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

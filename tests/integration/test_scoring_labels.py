@@ -1,0 +1,200 @@
+"""Scoring's labels against the real broker and database: negative at the first activity,
+positive when the partition's clock passes t + H, positive at closure, late activity, the
+sampling bound, treated customers, and time-driven re-scores with deterministic ids."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from shared.events import (
+    EngagementDecided,
+    EngagementDecision,
+    ProfileSnapshot,
+    ProfileUpdated,
+    derived_event_id,
+)
+from shared.kit import partition_of
+from tests.support.platform import Namespace, eventually
+
+T0 = datetime(2025, 1, 6, 12, tzinfo=UTC)
+DAY = timedelta(days=1)
+# Every customer of these tests lives on one partition, so one clock drives them all.
+FAST = {
+    "allowed_lateness_seconds": 0,
+    "idle_partition_seconds": 3600,
+    "label_settle_seconds": 0,
+    "learn_interval_seconds": 0.2,
+    "checkpoint_poll_seconds": 0.2,
+    "report_settle_seconds": 5,
+}
+
+
+def ids_on(partition: int, prefix: str, n: int, partitions: int = 3) -> list[str]:
+    found = (f"{prefix}{i}" for i in itertools.count())
+    return list(itertools.islice((c for c in found if partition_of(c, partitions) == partition),
+                                 n))
+
+
+def update(
+    cid: str, at: datetime, *, last_activity: datetime | None, txns: int = 1,
+    products: dict[str, int] | None = None, closed: int = 0, first: datetime = T0,
+    **features: float,
+) -> ProfileUpdated:
+    """A profile.updated as the profile service would emit it after an event at `at`."""
+    return ProfileUpdated(
+        event_id=uuid.uuid4(),
+        customer_id=cid,
+        occurred_at=at,
+        source="tenure-profile",
+        payload=ProfileSnapshot(
+            as_of=at,
+            first_activity_at=first,
+            last_activity_at=last_activity,
+            transaction_count=txns,
+            products={"card": 1} if products is None else products,
+            total_balance=Decimal("100"),
+            features={"tenure_days": (at - first).total_seconds() / 86400,
+                      "accounts_closed": float(closed), **features},
+        ),
+    )
+
+
+async def publish(ns: Namespace, *events: ProfileUpdated) -> None:
+    for e in events:
+        await ns.publish("tenure.profile-updates.v1", e)
+
+
+async def samples(ns: Namespace, cid: str) -> list[Any]:
+    return await ns.sql(
+        "scoring",
+        "SELECT sampled_at, horizon_end, label, outcome, resolved_at, treated, weight "
+        "FROM pending_samples WHERE customer_id = :c ORDER BY sampled_at", c=cid)
+
+
+async def processed(ns: Namespace, n: int) -> bool:
+    rows = await ns.sql("scoring", "SELECT count(*) FROM inbox")
+    return rows[0][0] >= n
+
+
+async def test_labels_resolve_at_activity_horizon_and_closure_and_late_activity_corrects(
+    ns: Namespace,
+) -> None:
+    active, silent, closing, late, clock = ids_on(0, "LBL-", 5)
+    async with ns.service("scoring", run_learner=False, **FAST):
+        first = [update(c, T0, last_activity=T0) for c in (active, silent, closing, late, clock)]
+        await publish(ns, *first)
+        # The clock customer moves the partition's event time: everyone's first weekly
+        # point (T0 + 7) is taken with what was known then.
+        await publish(ns, update(clock, T0 + 10 * DAY, last_activity=T0 + 10 * DAY, txns=2))
+        await eventually(lambda: processed(ns, 6), what="first updates")
+
+        async def first_points() -> bool:
+            return all([len(await samples(ns, c)) == 1 for c in (active, silent, closing, late)])
+
+        await eventually(first_points, what="a sample at T0 + 7 for every customer")
+        (s,) = await samples(ns, silent)
+        assert s.sampled_at == T0 + 7 * DAY and s.horizon_end == T0 + 97 * DAY
+        assert s.outcome is None and s.weight == 1.0
+
+        # Activity: negative at the first activity in (t, t + H].
+        await publish(ns, update(active, T0 + 20 * DAY, last_activity=T0 + 20 * DAY, txns=2))
+        # Closure: every account closed -> positive at closure.
+        await publish(ns, update(closing, T0 + 30 * DAY, last_activity=T0, products={},
+                                 closed=1))
+
+        async def resolved(cid: str, outcome: str) -> Any:
+            rows = await samples(ns, cid)
+            return rows[0] if rows and rows[0].outcome == outcome else None
+
+        neg = await eventually(lambda: resolved(active, "activity"), what="negative")
+        assert neg.label is False and neg.resolved_at == T0 + 20 * DAY
+        pos = await eventually(lambda: resolved(closing, "closure"), what="closure")
+        assert pos.label is True and pos.resolved_at == T0 + 30 * DAY
+        # Points before the closure event were caught up with what was known then (T0 + 7,
+        # 14, 21, 28); every one of them resolves at the closure.
+        before = await samples(ns, closing)
+        assert [r.sampled_at for r in before] == [T0 + d * DAY for d in (7, 14, 21, 28)]
+        assert {(r.outcome, r.resolved_at) for r in before} == {("closure", T0 + 30 * DAY)}
+
+        # Horizon: the clock passes T0 + 97 with no activity from `silent` or `late`.
+        await publish(ns, update(clock, T0 + 98 * DAY, last_activity=T0 + 98 * DAY, txns=3))
+        horizon = await eventually(lambda: resolved(silent, "horizon"), what="horizon")
+        assert horizon.label is True and horizon.resolved_at == T0 + 97 * DAY
+        await eventually(lambda: resolved(late, "horizon"), what="horizon for late")
+        assert len(await samples(ns, closing)) == 4, "a closed customer is no longer sampled"
+
+        # A late event: activity at T0 + 50 arrives after the clock passed the window's end.
+        # The positive was not learnt yet, so the label is corrected to negative.
+        await publish(ns, update(late, T0 + 50 * DAY, last_activity=T0 + 50 * DAY, txns=2))
+        corrected = await eventually(lambda: resolved(late, "activity"), what="correction")
+        assert corrected.label is False and corrected.resolved_at == T0 + 50 * DAY
+
+        # Weekly points while recent, then rarer as silence grows (a quarter of it).
+        points = [r.sampled_at for r in await samples(ns, silent)]
+        gaps = [(b - a).days for a, b in itertools.pairwise(points)]
+        assert gaps[:3] == [7, 7, 7] and gaps == sorted(gaps) and max(gaps) <= 28
+        weights = [r.weight for r in await samples(ns, silent)]
+        assert max(weights) > 1.0, "thinned points stand for the time they cover"
+
+    # Time-driven scores carry deterministic ids from the customer and the point's time.
+    wire = [m["value"] for m in await ns.read_topic("tenure.churn-scores.v1")]
+    timed = [m for m in wire if m["customer_id"] == silent and m["causation_id"] is None]
+    assert timed, "silent customers are re-scored as their silence grows"
+    for m in timed:
+        at = datetime.fromisoformat(m["occurred_at"].replace("Z", "+00:00"))
+        assert m["event_id"] == str(derived_event_id("churn.scored", silent, at.isoformat()))
+        assert m["payload"]["as_of"] == m["occurred_at"]
+    probabilities = [m["payload"]["probability"] for m in sorted(timed,
+                                                                 key=lambda m: m["occurred_at"])]
+    assert probabilities == sorted(probabilities), "risk rises with silence"
+
+
+async def test_pending_samples_stay_bounded_with_many_updates_per_customer(
+    ns: Namespace,
+) -> None:
+    """Daily updates for 200 days (bank postings, no customer activity): at most one open
+    sample per customer per period, however many updates arrive."""
+    customers = ids_on(1, "BND-", 4)
+    async with ns.service("scoring", run_learner=False, **FAST):
+        events = []
+        for day in range(200):
+            for n, cid in enumerate(customers):
+                events.append(update(cid, T0 + day * DAY + n * timedelta(minutes=1),
+                                     last_activity=T0, txns=1 + day))
+        await publish(ns, *events)
+        await eventually(lambda: processed(ns, len(events)), timeout=90, what="all updates")
+        rows = await ns.sql(
+            "scoring",
+            "SELECT customer_id, count(*) FILTER (WHERE outcome IS NULL), count(*) "
+            "FROM pending_samples GROUP BY customer_id")
+    bound = 90 // 7 + 1
+    assert {r.customer_id for r in rows} == set(customers)
+    for r in rows:
+        assert r[1] <= bound, f"{r[1]} open samples for one customer (bound {bound})"
+        assert r[2] < 60, "one sample per period at most, not one per update"
+
+
+async def test_treated_customers_labels_are_recorded(ns: Namespace) -> None:
+    cid, clock = ids_on(2, "TRT-", 2)
+    async with ns.service("scoring", run_learner=False, **FAST):
+        await publish(ns, update(cid, T0, last_activity=T0), update(clock, T0, last_activity=T0))
+        await publish(ns, update(clock, T0 + 10 * DAY, last_activity=T0 + 10 * DAY))
+        await eventually(lambda: samples(ns, cid), what="a sample")
+        decided = EngagementDecided(
+            event_id=uuid.uuid4(), customer_id=cid, occurred_at=T0 + 12 * DAY,
+            source="tenure-engagement",
+            payload=EngagementDecision(action_id=uuid.uuid4(), playbook="retention_offer",
+                                       action="offer", channel="email", decision="sent",
+                                       reason="sent", treated=True),
+        )
+        await ns.publish("tenure.engagement-actions.v1", decided)
+
+        async def treated() -> bool:
+            rows = await samples(ns, cid)
+            return bool(rows) and rows[0].treated
+
+        await eventually(treated, what="the open window records the treatment")

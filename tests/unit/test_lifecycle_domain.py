@@ -1,0 +1,339 @@
+"""Lifecycle's pure domain: each default rule in isolation, in event time, with its evidence."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.lifecycle.domain import (
+    Position,
+    Step,
+    advance,
+    default_rules,
+    next_due,
+    transitions,
+)
+from services.lifecycle.facts import CustomerFacts, Fact
+from services.lifecycle.rules import parse_rules
+from shared.events import ProfileSnapshot, Stage
+
+RULES = default_rules()
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+_ids = itertools.count(1)
+
+
+def day(n: float) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+def fact(kind: str, at: datetime, /, **data: Any) -> Fact:
+    return Fact(at, kind, f"00000000-0000-4000-8000-{next(_ids):012d}", data)
+
+
+def opened(at: datetime, account: str = "A", product: str = "current") -> Fact:
+    return fact("account_opened", at, account_id=account, product_type=product)
+
+
+def closed(at: datetime, account: str = "A", product: str = "current") -> Fact:
+    return fact("account_closed", at, account_id=account, product_type=product)
+
+
+def feedback(at: datetime, kind: str, complaint: str | None = None) -> Fact:
+    return fact("feedback", at, kind=kind, complaint_id=complaint)
+
+
+def score(at: datetime, probability: float) -> Fact:
+    return fact("churn_score", at, probability=probability, band="high")
+
+
+REGULAR = {"frequency_90": 12, "frequency_30": 4, "active_days_30": 8, "sessions_30": 6,
+           "sessions_prev_30": 6, "engagement_trend": 0.0}
+
+
+def snap(at: datetime, *, last_activity: datetime | None = None,
+         products: dict[str, int] | None = None, balance: float = 1000.0,
+         **features: Any) -> Fact:
+    """A profile snapshot; by default a regular customer active at `at`."""
+    return fact("snapshot", at, **{
+        "as_of": at.isoformat(), "registered": True, "segment": "retail", "value_tier": "mid",
+        "tags": [], "first_activity_at": T0.isoformat(),
+        "last_activity_at": (last_activity or at).isoformat(), "transaction_count": 10,
+        "products": {"current": 1} if products is None else products,
+        "total_balance": balance, "features": {**REGULAR, **features},
+    })
+
+
+def in_stage(stage: str, since: datetime, *facts: Fact) -> Position:
+    """A customer already in `stage` since `since`, knowing `facts` (rules not run on them)."""
+    folded = CustomerFacts()
+    for f in sorted(facts, key=Fact.sort_key):
+        folded.apply(f)
+    at = max([since, *(f.at for f in facts)])
+    return Position(folded, stage, since, "given", at, count=1)
+
+
+def walk(start: Position, facts: list[Fact], until: datetime) -> Step:
+    return advance(start, facts, fact_limit=until, timer_limit=until, rules=RULES)
+
+
+def moves(step: Step) -> list[tuple[str | None, str, str, datetime]]:
+    return [(t.from_stage, t.to_stage, t.rule, t.transition_at) for t in step.transitions]
+
+
+# ------------------------------------------------------------------ entering the lifecycle
+
+
+def test_first_seen_makes_any_new_customer_a_prospect_at_the_first_fact() -> None:
+    step = walk(Position(), [fact("registered", day(0))], day(30))
+    assert moves(step) == [(None, "prospect", "first_seen", day(0))]
+    assert step.position.stage == "prospect" and next_due(step.position, RULES) is None
+
+
+def test_first_product_starts_onboarding_stamped_at_the_product() -> None:
+    start = in_stage("prospect", day(0), fact("registered", day(0)))
+    step = walk(start, [opened(day(3))], day(10))
+    assert moves(step) == [("prospect", "onboarding", "first_product", day(3))]
+    assert step.transitions[0].evidence == {"days_since_first_product": 0.0}
+    # A purchase log without account events: the first use of a card is the first product.
+    step = walk(in_stage("prospect", day(0)), [snap(day(2), products={"card": 1})], day(3))
+    assert moves(step) == [("prospect", "onboarding", "first_product", day(2))]
+
+
+def test_compat_transitions_for_one_snapshot() -> None:
+    snapshot = ProfileSnapshot(as_of=T0, registered=True, transaction_count=1,
+                               first_activity_at=T0 + timedelta(hours=1))
+    steps = transitions(None, snapshot, T0)
+    assert [(t.from_stage, t.to_stage) for t in steps] == [
+        (None, Stage.prospect), (Stage.prospect, Stage.onboarding)
+    ]
+    assert steps[1].transition_at == T0 + timedelta(hours=1)
+
+
+# ------------------------------------------------------------------ onboarding ends
+
+
+def test_onboarding_complete_when_regular_at_day_90_exactly() -> None:
+    start = in_stage("onboarding", day(0), opened(day(0)))
+    step = walk(start, [snap(day(85))], day(120))
+    assert moves(step) == [("onboarding", "active", "onboarding_complete", day(90))]
+    evidence = step.transitions[0].evidence
+    assert evidence["days_since_first_product"] == 90.0 and evidence["onboarding_days"] == 90
+    assert evidence["regular"] is True and evidence["frequency_90"] == 12
+
+
+def test_onboarding_not_activated_when_not_transacting_regularly_at_day_90() -> None:
+    start = in_stage("onboarding", day(0), opened(day(0)))
+    step = walk(start, [snap(day(80), frequency_90=1)], day(95))
+    assert moves(step) == [("onboarding", "at_risk", "onboarding_not_activated", day(90))]
+
+
+# ------------------------------------------------------------------ loyalty
+
+
+def test_became_loyal_after_a_year_with_two_product_types_and_steady_activity() -> None:
+    start = in_stage("active", day(90), opened(day(0)), opened(day(0), "S", "savings"))
+    snaps = [snap(day(d), products={"current": 1, "savings": 1}) for d in range(100, 371, 10)]
+    step = walk(start, snaps, day(371))
+    assert moves(step) == [("active", "loyal", "became_loyal", day(365))]
+    assert step.transitions[0].evidence["product_types"] == 2
+
+
+def test_one_product_type_is_not_loyal() -> None:
+    start = in_stage("active", day(90), opened(day(0)))
+    snaps = [snap(day(d)) for d in range(100, 371, 10)]
+    assert moves(walk(start, snaps, day(371))) == []
+
+
+def test_loyalty_lapses_when_down_to_one_product_type() -> None:
+    start = in_stage("loyal", day(365), opened(day(0)), opened(day(0), "S", "savings"),
+                     snap(day(399), products={"current": 1, "savings": 1}))
+    step = walk(start, [closed(day(400), "S", "savings")], day(401))
+    assert moves(step) == [("loyal", "active", "loyalty_lapsed", day(400))]
+
+
+# ------------------------------------------------------------------ at risk
+
+
+def test_at_risk_on_a_high_churn_score_and_not_just_below_it() -> None:
+    start = in_stage("active", day(90), opened(day(0)), snap(day(95)))
+    step = walk(start, [score(day(100), 0.65)], day(101))
+    assert moves(step) == [("active", "at_risk", "at_risk_churn_score", day(100))]
+    assert step.transitions[0].evidence == {
+        "high_churn_score": True, "churn_probability": 0.65, "at_risk_churn_probability": 0.6,
+    }
+    assert moves(walk(start, [score(day(100), 0.59)], day(101))) == []
+
+
+def test_at_risk_when_salary_stops_stamped_45_days_after_the_last_salary() -> None:
+    start = in_stage("active", day(90), opened(day(0)))
+    # Salary last credited on day 100; snapshots keep coming (the customer still spends).
+    snaps = [snap(day(d), salary_credits_90=2, days_since_salary=d - 100)
+             for d in range(100, 160, 5)]
+    step = walk(start, snaps, day(160))
+    assert moves(step) == [("active", "at_risk", "at_risk_decline", day(145))]
+    evidence = step.transitions[0].evidence
+    assert evidence["salary_stopped"] is True and evidence["days_since_salary"] == 45.0
+
+
+def test_at_risk_when_balances_are_drawn_down() -> None:
+    start = in_stage("active", day(0), opened(day(0)))
+    snaps = [snap(day(d), balance=2000.0 if d < 60 else 0.0) for d in range(0, 90)]
+    step = walk(start, snaps, day(90))
+    # The last 30 days' average halves against the 60 days before on day 74.
+    assert moves(step) == [("active", "at_risk", "at_risk_decline", day(74))]
+    evidence = step.transitions[0].evidence
+    assert evidence["balance_drawn_down"] is True and evidence["balance_trend"] <= -0.5
+    steady = [snap(day(d), balance=2000.0 if d % 30 < 15 else 100.0) for d in range(0, 90)]
+    assert moves(walk(start, steady, day(90))) == []  # a pay cycle is not a decline
+
+
+def test_at_risk_when_logins_fall_sharply() -> None:
+    start = in_stage("active", day(90), opened(day(0)))
+    fallen = snap(day(100), sessions_prev_30=10, sessions_30=2, engagement_trend=-0.8)
+    assert moves(walk(start, [fallen], day(101))) == [
+        ("active", "at_risk", "at_risk_decline", day(100))
+    ]
+    few = snap(day(100), sessions_prev_30=3, sessions_30=0, engagement_trend=-1.0)
+    assert moves(walk(start, [few], day(101))) == []  # too few logins to call it a habit
+
+
+def test_at_risk_when_a_complaint_stays_open_for_14_days() -> None:
+    start = in_stage("active", day(90), opened(day(0)), snap(day(95)))
+    step = walk(start, [feedback(day(100), "complaint_opened", "K1")], day(120))
+    assert moves(step) == [("active", "at_risk", "at_risk_decline", day(114))]
+    assert step.transitions[0].evidence["oldest_open_complaint_days"] == 14.0
+    resolved = [feedback(day(100), "complaint_opened", "K1"),
+                feedback(day(110), "complaint_resolved", "K1")]
+    assert moves(walk(start, resolved, day(120))) == []
+
+
+def test_recovered_only_well_below_the_cut_and_transacting_regularly() -> None:
+    start = in_stage("at_risk", day(100), opened(day(0)), snap(day(100)), score(day(100), 0.7))
+    step = walk(start, [snap(day(110)), score(day(110), 0.3)], day(111))
+    assert moves(step) == [("at_risk", "active", "recovered", day(110))]
+    hovering = walk(start, [snap(day(110)), score(day(110), 0.5)], day(111))
+    assert moves(hovering) == []  # hysteresis: 0.5 is not low enough to recover
+
+
+# ------------------------------------------------------------------ dormancy and churn
+
+
+def test_dormant_90_days_after_the_last_customer_initiated_activity() -> None:
+    start = in_stage("active", day(0), opened(day(0)))
+    # Bank postings keep snapshots coming; the customer's last own act was day 10.
+    snaps = [snap(day(d), last_activity=day(10)) for d in range(10, 130, 7)]
+    step = walk(start, snaps, day(130))
+    assert moves(step) == [("active", "dormant", "dormant_after_inactivity", day(100))]
+    assert step.transitions[0].evidence == {"inactive_days": 90.0, "dormant_days": 90}
+
+
+def test_activity_postpones_dormancy_and_the_next_due_time_follows_it() -> None:
+    start = in_stage("active", day(0), opened(day(0)))
+    step = walk(start, [snap(day(60)), snap(day(99))], day(99))
+    assert moves(step) == []
+    assert next_due(step.position, RULES) == day(99 + 30) + timedelta(microseconds=1)
+    later = walk(step.position, [], day(200))
+    assert moves(later) == [("active", "dormant", "dormant_after_inactivity", day(189))]
+
+
+def test_churned_after_180_days_dormant() -> None:
+    start = in_stage("dormant", day(100), opened(day(0)), snap(day(10)))
+    step = walk(start, [], day(400))
+    assert moves(step) == [("dormant", "churned", "churned_after_dormancy", day(280))]
+
+
+def test_reactivated_on_activity_while_dormant() -> None:
+    start = in_stage("dormant", day(100), opened(day(0)), snap(day(10), last_activity=day(10)))
+    step = walk(start, [snap(day(150))], day(151))
+    assert moves(step) == [("dormant", "active", "reactivated", day(150))]
+
+
+def test_all_accounts_closed_churns_at_the_last_closure() -> None:
+    start = in_stage("active", day(0), opened(day(0)), opened(day(0), "C", "card"))
+    step = walk(start, [closed(day(10))], day(11))
+    assert moves(step) == []
+    step = walk(step.position, [closed(day(12), "C", "card")], day(13))
+    assert moves(step) == [("active", "churned", "all_accounts_closed", day(12))]
+    assert step.transitions[0].evidence == {"all_accounts_closed": True}
+
+
+def test_won_back_on_renewed_activity_with_a_product_then_settled() -> None:
+    start = in_stage("churned", day(50), opened(day(0)), closed(day(50)))
+    assert moves(walk(start, [feedback(day(60), "nps")], day(61))) == []  # no product
+    step = walk(start, [opened(day(200), "B")], day(201))
+    assert moves(step) == [("churned", "won_back", "won_back", day(200))]
+    settled = walk(step.position, [snap(day(d)) for d in range(205, 240, 5)], day(240))
+    assert moves(settled) == [("won_back", "active", "won_back_settled", day(230))]
+
+
+# ------------------------------------------------------------------ the walk itself
+
+
+def test_replay_from_a_stored_position_equals_one_walk() -> None:
+    facts = [opened(day(0)), *[snap(day(d)) for d in range(0, 200, 9)],
+             score(day(150), 0.8), *[snap(day(d), last_activity=day(198)) for d in (230, 260)]]
+    whole = walk(Position(), facts, day(500))
+    first = walk(Position(), [f for f in facts if f.at <= day(120)], day(120))
+    stored = Position.from_json(json.loads(json.dumps(first.position.to_json())))
+    rest = walk(stored, [f for f in facts if f.at > day(120)], day(500))
+    assert moves(whole) == moves(first) + moves(rest)
+    assert whole.position.to_json() == rest.position.to_json()
+
+
+def test_facts_beyond_the_fact_limit_wait() -> None:
+    step = advance(Position(), [opened(day(0)), snap(day(5))], fact_limit=day(1),
+                   timer_limit=day(1), rules=RULES)
+    assert [t.to_stage for t in step.transitions] == ["prospect", "onboarding"]
+    assert [f.at for f in step.pending] == [day(5)]
+
+
+def test_a_loop_in_the_rules_stops_at_one_instant() -> None:
+    looping = parse_rules(
+        """
+        rules:
+          - {name: seen, from: [none], to: prospect, when: "True"}
+          - {name: there, from: [prospect], to: active, when: "True"}
+          - {name: back, from: [active], to: prospect, when: "True"}
+        """,
+        "loop.yaml",
+    )
+    step = advance(Position(), [opened(day(0))], fact_limit=day(0), timer_limit=day(0),
+                   rules=looping)
+    assert [t.rule for t in step.transitions] == ["seen", "there"]
+
+
+def test_a_rule_that_meets_data_it_cannot_compare_does_not_fire() -> None:
+    odd = parse_rules(
+        """
+        rules:
+          - {name: seen, from: [none], to: prospect, when: "True"}
+          - {name: odd, from: [prospect], to: active, when: "segment > 3"}
+        """,
+        "odd.yaml",
+    )
+    step = advance(Position(), [snap(day(0))], fact_limit=day(0), timer_limit=day(0), rules=odd)
+    assert [t.rule for t in step.transitions] == ["seen"]
+
+
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_the_history_depends_on_the_facts_not_on_their_arrival_order(order: int) -> None:
+    facts = [opened(day(0)), opened(day(0), "S", "savings"), snap(day(40)),
+             feedback(day(50), "complaint_opened", "K"), snap(day(70)), score(day(80), 0.2),
+             feedback(day(90), "complaint_resolved", "K"), snap(day(120), last_activity=day(120))]
+    reordered = [list(reversed(facts)), facts[1::2] + facts[::2], facts][order]
+    assert moves(walk(Position(), reordered, day(300))) == moves(walk(Position(), facts, day(300)))
+
+
+def test_a_snapshot_computed_before_a_salary_was_ingested_does_not_stop_the_salary() -> None:
+    # Under a backlog, profile can emit day 70's snapshot before it ingests day 55's salary:
+    # that snapshot still says "last salary on day 25". The later-ingested knowledge wins.
+    start = in_stage("active", day(0), opened(day(0)))
+    facts = [snap(day(25), days_since_salary=0), snap(day(55), days_since_salary=0),
+             snap(day(71), days_since_salary=46), snap(day(75), days_since_salary=20)]
+    step = walk(start, facts, day(80))
+    assert moves(step) == []
+    assert step.position.facts.last_salary_at == day(55).replace(hour=0)
