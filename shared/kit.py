@@ -337,6 +337,12 @@ class EventConsumer:
     def stop(self) -> None:
         self._stopping.set()
 
+    @property
+    def batch_lock(self) -> asyncio.Lock:
+        """Held while a batch is applied (and while partitions are revoked): a service's
+        time-driven work takes it so it never interleaves with a batch."""
+        return self._batch_lock
+
     # -------------------------------------------------------------- one batch
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:

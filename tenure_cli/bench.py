@@ -1495,7 +1495,7 @@ async def _latency_phase(
     say(f"    churn.scored p50 {c['p50_ms']} / p99 {c['p99_ms']} ms ({c['count']:,} measured), "
         f"stage.changed p50 {s['p50_ms']} / p99 {s['p99_ms']} ms ({s['count']:,}); "
         f"last output {drain_s}s and all caught up "
-        f"{'after ' + str(caught_up) + 's' if caught_up is not None else 'not yet'} "
+        f"{str(caught_up) + 's' if caught_up is not None else 'not yet'} "
         "after publishing; "
         f"kept up: {kept_up}")
     return result
@@ -1566,9 +1566,10 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
         say(f"  warm-up: {args.latency_customers:,} registrations and first transactions")
         began = time.perf_counter()
         await _bulk_publish(producer, messages)
-        warmed = await _wait_drained(probe, collector, args.drain_timeout, time.perf_counter())
+        # Preparation, not a measurement: it may take as long as any phase (--timeout).
+        warmed = await _wait_drained(probe, collector, args.timeout, time.perf_counter())
         if not warmed["drained"]:
-            raise TimeoutError(f"warm-up did not drain in {args.drain_timeout:.0f}s: {warmed}")
+            raise TimeoutError(f"warm-up did not drain in {args.timeout:.0f}s: {warmed}")
         warm_s = time.perf_counter() - began
         say(f"    drained in {warm_s:.1f}s")
         # What the four services cost with nothing to do (polling loops, relays, lag reports).
@@ -2053,7 +2054,7 @@ Options (`./dev bench` passes them on):
 | `--baseline-runs R` | 3 | baseline repetitions (median reported) |
 | `--rates` | `1000,5000` | end-to-end latency: publish rates, events/s |
 | `--latency-seconds` | 20 | end-to-end latency: seconds of publishing per rate |
-| `--latency-customers` | 5,000 | end-to-end latency: existing customers |
+| `--latency-customers` | 2,000 | end-to-end latency: existing customers |
 | `--new-customer-share` | 0.04 | end-to-end latency: share of events from new customers |
 | `--drain-timeout` | 120 | end-to-end latency: seconds to wait for a backlog to clear |
 | `--population` | `10000,1000000` | population section: existing customers per run |
@@ -2101,6 +2102,10 @@ def render_table(r: dict[str, Any]) -> str:
             f"| {relay['wall_s']:.2f} | {relay['cpu_s']:.2f} "
             f"| {relay['cpu_s_per_10k_events']:.2f} | | {server(relay)} |"
         )
+    if r.get("seen_running"):
+        lines += ["", "**Not a quiet machine**: "
+                  + " and ".join(f"`{x}`" for x in r["seen_running"])
+                  + " ran during this measurement."]
     verdict = "meets" if r["meets_target"] else "is below"
     lines += [
         "",
@@ -2167,7 +2172,7 @@ their production settings), in a namespace of their own (`benchlat<hex>.*` topic
 with a consumer of its own, reads `tenure.profile-updates.v1`, `tenure.churn-scores.v1` and
 `tenure.lifecycle-stages.v1` as they arrive.
 
-1. **Warm-up** (not timed): C existing customers (`--latency-customers`, default 5,000)
+1. **Warm-up** (not timed): C existing customers (`--latency-customers`, default 2,000)
    each register and make a first transaction; the run waits until every consumer group
    is at the end of its topics, every outbox is empty and the reader has read everything.
    Then 5 s with no events measure what the idle services cost.
@@ -2353,7 +2358,12 @@ def render_latency(r: dict[str, Any]) -> str:
 
 def _background(r: dict[str, Any]) -> str:
     b = r.get("host_busy_before_run")
-    return "" if b is None else f" that was {b:.0%} busy in the 2 s before the run"
+    text = "" if b is None else f" that was {b:.0%} busy in the 2 s before the run"
+    seen = r.get("seen_running") or []
+    if seen:
+        text += (" (**not a quiet machine**: " + " and ".join(f"`{x}`" for x in seen)
+                 + " ran during this section)")
+    return text
 
 
 def _cores(v: float | None) -> str:
@@ -2442,6 +2452,40 @@ def _int_list(value: Any) -> list[int]:
     return [int(float(v)) for v in value]
 
 
+class InterferenceWatch:
+    """Notes, per section, other workloads seen running on the host (every 2 s)."""
+
+    PATTERNS = ("tenure eval", "pytest")
+
+    def __init__(self) -> None:
+        self.section = "ingest"
+        self.seen: dict[str, set[str]] = {}
+        self.me = os.getpid()
+
+    def scan(self) -> None:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == self.me:
+                continue
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace"
+                )
+            except OSError:
+                continue
+            for pattern in self.PATTERNS:
+                if pattern in cmd:
+                    self.seen.setdefault(self.section, set()).add(pattern)
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self.scan()
+            await asyncio.sleep(2.0)
+
+    def of(self, section: str) -> list[str]:
+        return sorted(self.seen.get(section, set()))
+
+
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     """The ingest benchmark, then end-to-end latency, then population size (each section
     on its own namespace; a failing section is recorded and the others still run)."""
@@ -2451,14 +2495,29 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     background = round((busy2 - busy) / (total2 - total), 3) if total2 > total else None
     say(f"host busy before the run: {background:.0%} of {os.cpu_count()} CPUs"
         if background is not None else "host load unknown")
+    watch = InterferenceWatch()
+    watcher = asyncio.create_task(watch.run(), name="bench-interference")
+    try:
+        return await _run_sections(args, watch, background)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _run_sections(
+    args: argparse.Namespace, watch: InterferenceWatch, background: float | None
+) -> dict[str, Any]:
     result = await run(args)
     result["host_busy_before_run"] = background
+    result["seen_running"] = watch.of("ingest")
     sections: list[tuple[str, Callable[[argparse.Namespace], Any]]] = []
     if not args.skip_latency:
         sections.append(("latency", run_latency))
     if not args.skip_population:
         sections.append(("population", run_population))
     for name, section in sections:
+        watch.section = name
         try:
             result[name] = await section(args)
             result[name]["host_cpus"] = os.cpu_count()
@@ -2467,6 +2526,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
             log.exception("%s section failed", name)
             say(f"{name} section failed: {type(exc).__name__}: {exc}")
             result[name] = {**_stamp(), "error": f"{type(exc).__name__}: {exc}"}
+        result[name]["seen_running"] = watch.of(name)
     return result
 
 
@@ -2502,7 +2562,7 @@ def main(args: argparse.Namespace) -> int:
         ("population", "10000,1000000"),
         ("skip_latency", False),
         ("skip_population", False),
-        ("latency_customers", 5_000),
+        ("latency_customers", 2_000),
         ("new_customer_share", 0.04),
         ("drain_timeout", 120.0),
         ("get_requests", 3_000),

@@ -415,16 +415,17 @@ def render_markdown(results: dict[str, Any]) -> str:
             "",
             f"Score bands: {run['score_bands']}.",
             "",
-            "Fairness (model AUC by group):",
+            "Fairness (model AUC and score distribution by group):",
             "",
-            "| group | n | base rate | AUC | median score |",
-            "|---|---:|---:|---:|---:|",
+            "| group | n | base rate | AUC | score q25 | median score | score q75 |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for dim in ("segment", "age_band"):
             for g, m in run["fairness"][dim].items():
                 auc = "too small" if m["too_small"] else _fmt(m["auc"])
                 lines.append(f"| {dim}={g} | {m['n']} | {_fmt(m['base_rate'])} | {auc} | "
-                             f"{_fmt(m['score_median'])} |")
+                             f"{_fmt(m.get('score_q25'))} | {_fmt(m['score_median'])} | "
+                             f"{_fmt(m.get('score_q75'))} |")
         lines.append("")
     lines += [
         "Playbook uplift against holdout: not measured yet (the engagement service does not",

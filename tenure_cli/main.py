@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="end-to-end latency: seconds of paced publishing per rate")
     bench.add_argument("--rates", default="1000,5000",
                        help="end-to-end latency: comma-separated publish rates, events/s")
-    bench.add_argument("--latency-customers", type=int, default=5_000,
+    bench.add_argument("--latency-customers", type=int, default=2_000,
                        help="end-to-end latency: existing customers (registered in a warm-up)")
     bench.add_argument("--new-customer-share", type=float, default=0.04,
                        help="end-to-end latency: share of events from new customers "

@@ -62,7 +62,8 @@ def bootstrap(settings: LifecycleSettings, **overrides: Any) -> ServiceRuntime:
     metrics = LifecycleMetrics(runtime.metrics.registry)
     metrics.rules_version.set(rules.loaded_at.timestamp())
     clock = EventClock(events, settings.idle_partition_seconds,
-                       settings.topic(consumer.PRIMARY_TOPIC))
+                       settings.topic(consumer.PRIMARY_TOPIC),
+                       frozenset(settings.topic(t) for t in consumer.FOLLOWER_TOPICS))
     lateness = timedelta(seconds=settings.allowed_lateness_seconds)
     window = timedelta(days=settings.correction_window_days)
 

@@ -4,16 +4,18 @@ Lifecycle reads several topics (profile updates, churn scores, customers, feedba
 customer's events share a partition index on all of them, but the topics advance at their
 own pace (scores follow profile updates). So, per partition index:
 
-- facts are applied up to the lowest high-water event time among the input topics that are
-  active there (those with records not yet consumed, those that delivered within
-  `idle_after` seconds, and those just assigned) and the profile-updates topic, active or
-  not, so a fact is never judged before the facts of the same instant on a slower topic have
-  arrived (raw inputs run ahead of profile's snapshots, scores behind them);
+- facts are applied up to the high-water event time of the profile-updates topic (the
+  snapshot stream every input reaches), or lower while the churn-scores topic, which follows
+  it, is active there and behind (active: records not yet consumed, or delivered within
+  `idle_after` seconds, or just assigned), or while a raw input topic (accounts, feedback)
+  still has records to read. A raw input read to its end is ahead of the snapshots (profile
+  reads it first) and holds nothing back;
 - clock crossings (dormancy, the end of onboarding, ...) fire up to that time minus the
   allowed lateness: the partition's watermark (DESIGN.md "Time");
-- when every topic of the partition is idle, every fact seen is applied and the clock is the
-  kit's idle-partition clock of the profile-updates topic, which follows its slowest active
-  partition (never a raw input topic's, which can run far ahead of profile).
+- when neither moves, facts up to the latest snapshot or score are applied (every fact, once
+  the raw inputs have stopped too), and the clock is the kit's idle-partition clock of the
+  profile-updates topic, which follows its slowest active partition (never a raw input
+  topic's, which can run far ahead of profile).
 
 Both bounds only move forward.
 """
@@ -42,6 +44,7 @@ class EventClock:
     consumer: Any  # shared.kit.EventConsumer: its watermarks, assignment and topics
     idle_after: float
     primary_topic: str
+    follower_topics: frozenset[str] = frozenset()
     _since: dict[TopicPartition, float] = field(default_factory=dict)
     _lagging: set[TopicPartition] = field(default_factory=set)
     _facts: dict[int, datetime] = field(default_factory=dict)
@@ -76,34 +79,50 @@ class EventClock:
         wall = time.monotonic() if wall is None else wall
         self._track(wall)
         marks = self.consumer.marks
-        active: list[datetime | None] = []
+        lead: datetime | None = None
+        followers: list[tuple[datetime | None, bool]] = []  # (high, active)
+        paced_active = paced_waiting = False
+        raw_behind: list[datetime | None] = []  # raw inputs with records not yet consumed
+        raw_active = False
         seen: list[datetime] = []
-        primary: TopicPartition | None = None
         for tp in self.consumer.assigned:
             if tp.partition != partition:
                 continue
             high = marks.max_seen.get((tp.topic, tp.partition))
+            active = self._active(tp, wall)
             if high is not None:
                 seen.append(high)
-            if tp.topic == self.primary_topic:
-                primary = tp
-            if self._active(tp, wall):
-                active.append(high)
-        lead = marks.max_seen.get((primary.topic, primary.partition)) if primary else None
+            if tp.topic == self.primary_topic or tp.topic in self.follower_topics:
+                paced_active = paced_active or active
+                paced_waiting = paced_waiting or (active and high is None)
+                if tp.topic == self.primary_topic:
+                    lead = high
+                else:
+                    followers.append((high, active))
+            else:
+                raw_active = raw_active or active
+                if tp in self._lagging:
+                    raw_behind.append(high)
         facts: datetime | None
         timers: datetime | None
-        if any(high is None for high in active):
-            facts = timers = None  # an active topic has not delivered yet: wait for it
-        elif active:
-            # The profile stream, which every other input also reaches, bounds the facts
-            # even while it is quiet: raw inputs run ahead of it, scores behind it.
-            facts = min([h for h in active if h is not None] + ([lead] if lead else []))
-            timers = facts - marks.lateness
+        if paced_waiting or any(high is None for high in raw_behind):
+            facts = timers = None  # a stream that must come first has not delivered yet
+        elif paced_active or raw_behind:
+            # Facts wait for the snapshot stream, for scores still coming in, and for raw
+            # inputs with records not yet read; raw inputs read up to their end are ahead of
+            # the snapshots (profile reads them first) and hold nothing back.
+            holding = [h for h in (lead, *(h for h, a in followers if a), *raw_behind)
+                       if h is not None]
+            facts = min(holding) if holding else None
+            timers = facts - marks.lateness if facts is not None else None
         elif seen:
-            facts = max(seen)
+            # Nothing moves: apply what the snapshots and scores have reached, and raw facts
+            # beyond them once those have stopped coming too.
+            known = [h for h in (lead, *(h for h, _ in followers)) if h is not None]
+            facts = max(known) if raw_active and known else max(seen)
             timers = (
-                marks.clock(primary.topic, partition, idle_after=self.idle_after, wall=wall)
-                if lead is not None and primary is not None
+                marks.clock(self.primary_topic, partition, idle_after=self.idle_after, wall=wall)
+                if lead is not None
                 else facts - marks.lateness
             )
         else:

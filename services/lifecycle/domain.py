@@ -244,6 +244,10 @@ def advance(
             p.facts.apply(fact)
         p.at = when
         out += _chain(p, when, rules, cause=group[-1].event_id)
+    if pending and timer_limit is not None:
+        # A fact known but not yet applicable changes the customer at its time: time is not
+        # judged past it until it is applied.
+        timer_limit = min(timer_limit, pending[0].at - JUST_AFTER)
     if capture_at is not None and captured is None and (
         timer_limit is not None and timer_limit >= capture_at
     ):

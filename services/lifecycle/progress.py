@@ -73,7 +73,10 @@ async def advance_customers(
     for cid, row in rows.items():
         limits = _widen(limits_of(row), row.position.at)
         at = row.position.at
-        late = at is not None and any(f.at <= at for f in new_facts.get(cid, []))
+        late = at is not None and (
+            any(f.at <= at for f in new_facts.get(cid, []))
+            or (row.pending_from is not None and row.pending_from <= at)
+        )
         capture = _capture_at(row, limits, ctx.window)
         if late or capture is not None:
             plans[cid] = ("late" if late else "roll", limits, capture)
@@ -115,8 +118,10 @@ async def advance_customers(
                            timer_limit=limits.timers, rules=ctx.rules, capture_at=capture)
             stood = announced.get(cid, [])[base.count:]
             withdrawn, new = reconcile([t for _, t in stood], step.transitions)
-            arrived_late = [f for f in new_facts.get(cid, [])
-                            if row.position.at is not None and f.at <= row.position.at]
+            at = row.position.at
+            waited = row.pending_from
+            arrived_late = [f for f in facts if at is not None and f.at <= at and (
+                f in new_facts.get(cid, []) or (waited is not None and f.at >= waited))]
             step.transitions = new
             results.append(_Result(row, step, stood[len(stood) - len(withdrawn):], arrived_late,
                                    start, _earliest(step.pending)))
@@ -189,10 +194,9 @@ async def _write(
             position=step.position,
             base=step.captured or r.base,
             pending_from=r.pending_from,
-            next_due_at=None,
+            next_due_at=next_due(step.position, ctx.rules),
             log_start=step.captured.at if step.captured is not None else r.log_start,
         )
-        written.next_due_at = next_due(step.position, ctx.rules)
         seq = row.history_seq
         if withdrawn:
             seq += 1

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
-from services.scoring.domain import FACTS, INPUTS, recency_prior
+from services.scoring.domain import FACTS, INPUTS, Memory, recency_prior
 from services.scoring.model import BEHAVIOUR, KINDS, PRIOR_NAME, RAW_INPUTS, assess
 from services.scoring.store import (
     ScoringStore,
@@ -48,7 +48,7 @@ async def get_churn(
     async with runtime.engine.connect() as conn:
         store = ScoringStore(conn, _parts(request).holder.current)
         latest = await store.latest(customer_id)
-        if latest is None:
+        if latest is None or latest["probability"] is None:
             raise HTTPException(404, f"customer {customer_id!r} has no churn score yet")
         history = await store.history(customer_id)
     return {
@@ -71,12 +71,14 @@ async def get_churn(
 
 
 async def _settle(request: Request) -> None:
-    """Wait (bounded) until the learner has learnt every label resolved before now, and
-    predict with the checkpoint that includes them."""
+    """Wait (bounded) until the sweep has caught up with the clock and the learner has
+    learnt every label resolved by then, and predict with the checkpoint that includes them."""
     runtime = request.app.state.runtime
     settings = request.app.state.settings
     parts = _parts(request)
     deadline = time.monotonic() + settings.report_settle_seconds
+    while time.monotonic() < deadline and not parts.ticker.settled():
+        await asyncio.sleep(0.5)
     async with runtime.engine.connect() as conn:
         asked = await conn.scalar(sa.text("SELECT now()"))
         while time.monotonic() < deadline:
@@ -95,7 +97,9 @@ async def churn_report(
     request: Request,
     principal: Annotated[Principal, require("scoring:read")],
     as_of: Annotated[datetime, Query(description="event time to measure features at")],
-    after: Annotated[str | None, Query(max_length=64, description="cursor: last customer_id")] = None,
+    after: Annotated[
+        str | None, Query(max_length=64, description="cursor: last customer_id")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> dict[str, Any]:
     """Time-dependent features are measured at `as_of`, with the model as it stands now (the
@@ -111,8 +115,6 @@ async def churn_report(
     async with runtime.engine.connect() as conn:
         rows = await ScoringStore(conn, model).page(seen_by=as_of, after=after, limit=limit)
     items = []
-    from services.scoring.domain import Memory
-
     for row in rows:
         snapshot = ProfileSnapshot.model_validate(row["snapshot"])
         a = assess(model, snapshot, max(as_of, snapshot.as_of), settings.band_cuts,

@@ -1,19 +1,20 @@
-"""Scoring's object graph: engine, published model, consumer with its sweep, learner, relay."""
+"""Scoring's object graph: engine, published model, consumer with its sweep, the periodic
+tick, the learner and the relay."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.scoring import consumer, handlers
+from services.scoring import consumer
 from services.scoring.learner import Learner, ModelHolder
 from services.scoring.metrics import ScoringMetrics
 from services.scoring.settings import ScoringSettings
 from services.scoring.store import ScoringStore
+from services.scoring.sweep import Clock, Ticker, after_batch
 from shared.app import ServiceRuntime
 from shared.bootstrap import build_runtime
 from shared.db import make_engine
@@ -28,6 +29,8 @@ class ScoringParts:
     holder: ModelHolder
     learner: Learner | None
     metrics: ScoringMetrics
+    clock: Clock
+    ticker: Ticker
 
 
 def bootstrap(settings: ScoringSettings, **overrides: Any) -> ServiceRuntime:
@@ -40,32 +43,35 @@ def bootstrap(settings: ScoringSettings, **overrides: Any) -> ServiceRuntime:
         learner = Learner(settings, engine, holder, metrics)
     runtime: ServiceRuntime | None = None
 
-    def store_factory(conn: AsyncConnection) -> ScoringStore:
-        return ScoringStore(conn, holder.current, metrics=metrics)
-
-    def clock() -> dict[int, datetime]:
-        """Each assigned partition's event-time clock (profile updates carry the evidence;
-        an idle partition follows the slowest active one)."""
+    def kit() -> Any:
         assert runtime is not None
-        kit = runtime.consumers[0]
-        topic = settings.topic(OUTPUT_TOPICS["profile_updates"])
-        out: dict[int, datetime] = {}
-        for tp in kit.assigned:
-            if tp.topic != topic:
-                continue
-            at = kit.marks.clock(topic, tp.partition, idle_after=settings.idle_partition_seconds)
-            if at is not None:
-                out[tp.partition] = at
-        return out
+        return runtime.consumers[0]
 
-    extra = [holder.run, *([learner.run] if learner is not None else [])]
+    clock = Clock(kit, [settings.topic(t) for t in consumer.ACTIVITY_TOPICS],
+                  settings.topic(OUTPUT_TOPICS["profile_updates"]),
+                  settings.idle_partition_seconds)
+
+    def store_factory(conn: AsyncConnection) -> ScoringStore:
+        return ScoringStore(conn, holder.current, metrics=metrics, clock=clock)
+
+    def written() -> None:
+        assert runtime is not None
+        if runtime.relay is not None:
+            runtime.relay.notify()
+        if learner is not None:
+            learner.notify()
+
+    ticker = Ticker(engine=engine, settings=settings, clock=clock, consumer=kit,
+                    store_factory=store_factory, on_written=written,
+                    interval=settings.sweep_interval_seconds)
+    extra = [holder.run, ticker.run, *([learner.run] if learner is not None else [])]
     runtime = build_runtime(
         settings,
         **{
             "topics": consumer.TOPICS,
             "handlers": consumer.HANDLERS,
             "store_factory": store_factory,
-            "after_batch": handlers.sweeper(clock),
+            "after_batch": after_batch(clock),
             "engine": engine,
             "metrics": kit_metrics,
             "extra_tasks": extra,
@@ -73,13 +79,13 @@ def bootstrap(settings: ScoringSettings, **overrides: Any) -> ServiceRuntime:
         },
     )
     if learner is not None:
-        kit = runtime.consumers[0]
-        committed = kit.on_committed
+        committed = kit().on_committed
 
         def on_committed() -> None:
             committed()
             learner.notify()
 
-        kit.on_committed = on_committed
-    runtime.scoring = ScoringParts(holder, learner, metrics)  # type: ignore[attr-defined]
+        kit().on_committed = on_committed
+    parts = ScoringParts(holder, learner, metrics, clock, ticker)
+    runtime.scoring = parts  # type: ignore[attr-defined]
     return runtime

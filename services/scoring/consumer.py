@@ -3,10 +3,18 @@
 from services.scoring import handlers
 from shared.settings import INPUT_TOPICS, OUTPUT_TOPICS
 
-# profile updates: scores and label evidence; customers: customer.erased (every service
-# honours an erasure); engagement actions: engagement.decided says who a playbook treated.
+# Customer-initiated activity, each event at its own time: the evidence labels resolve on,
+# and the clock time-driven points are judged by.
+ACTIVITY_TOPICS = [
+    INPUT_TOPICS["transactions"],
+    INPUT_TOPICS["app_events"],
+    INPUT_TOPICS["feedback"],
+]
+# profile updates: the snapshot scores are computed from; customers: customer.erased (every
+# service honours an erasure); engagement actions: engagement.decided says who was treated.
 TOPICS = [
     OUTPUT_TOPICS["profile_updates"],
+    *ACTIVITY_TOPICS,
     INPUT_TOPICS["customers"],
     OUTPUT_TOPICS["engagement_actions"],
 ]

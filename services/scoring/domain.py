@@ -14,9 +14,10 @@ they stay readable and work for any model.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -71,70 +72,186 @@ def recent_count(
     return total
 
 
-@dataclass(frozen=True)
-class Memory:
-    """What scoring remembers about a customer between snapshots (for changes over time).
+def _epoch(at: datetime) -> float:
+    return at.timestamp()
 
-    `balance_anchor` is the balance seen about a month before `balance_recent`; the change
-    between the anchor and today is "balances -40% vs a month ago".
+
+@dataclass(frozen=True)
+class ActivityView:
+    """A customer's own activity as known at one moment (only what happened by then)."""
+
+    last: float | None  # epoch seconds
+    previous: float | None
+    first: float | None
+    activities: int
+    transactions: tuple[int, int, int]  # customer transactions in the last 30, 90, 365 days
+    spend_365: float
+    others: tuple[int, int]  # app events and feedback in the last 30 days, and the 30 before
+    active_days_30: int
+
+
+@dataclass
+class Memory:
+    """What scoring keeps per customer between events.
+
+    Balances: `balance_anchor` is the balance seen about a month before `balance_recent`,
+    so "balances -40% vs a month ago" spans 30 to 60 days. Activity: one entry per UTC day
+    with customer-initiated events (first and last time, transactions, spend, other events)
+    for the last `KEEP_DAYS` days, older days folded into totals. Facts can then be measured
+    at any time the log covers with only what was known then, however far the customer's
+    later events have already been counted. Times are epoch seconds.
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> t = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    >>> m = Memory()
+    >>> m.observe_balance(100.0, t); m.observe_balance(80.0, t + timedelta(days=31))
+    >>> m.balance_anchor, m.balance_recent
+    (100.0, 80.0)
+    >>> for day in (0, 10, 40):
+    ...     m.observe_activity(t + timedelta(days=day), transaction=True, amount=20.0)
+    >>> v = m.view(t + timedelta(days=20))
+    >>> v.activities, v.transactions, round((v.last - v.previous) / 86400)
+    (2, (2, 2, 2), 10)
+    >>> m.first_activity_after(t + timedelta(days=20)) == (t + timedelta(days=40)).timestamp()
+    True
     """
 
     balance_anchor: float | None = None
-    balance_anchor_at: datetime | None = None
+    balance_anchor_at: float | None = None
     balance_recent: float | None = None
-    balance_recent_at: datetime | None = None
-    first_seen_at: datetime | None = None
+    balance_recent_at: float | None = None
+    first_seen_at: float | None = None
+    days: list[int] = field(default_factory=list)  # ordinal UTC days, ascending
+    first: list[float] = field(default_factory=list)
+    last: list[float] = field(default_factory=list)
+    transactions: list[int] = field(default_factory=list)
+    spend: list[float] = field(default_factory=list)
+    others: list[int] = field(default_factory=list)
+    # Days that fell out of the log: their counts and the last two activity times.
+    folded_activities: int = 0
+    folded_last: float | None = None
+    folded_previous: float | None = None
+    first_activity: float | None = None
 
     ROLL_DAYS = 30.0
+    KEEP_DAYS = 400
 
-    def observe(self, balance: float, at: datetime) -> Memory:
-        """Remember today's balance; anchors roll monthly so the change spans 30-60 days.
+    def seen(self, at: datetime) -> None:
+        t = _epoch(at)
+        if self.first_seen_at is None or t < self.first_seen_at:
+            self.first_seen_at = t
 
-        >>> from datetime import UTC, datetime, timedelta
-        >>> t = datetime(2026, 1, 1, tzinfo=UTC)
-        >>> m = Memory().observe(100.0, t).observe(80.0, t + timedelta(days=31))
-        >>> m.balance_anchor, m.balance_recent
-        (100.0, 80.0)
-        """
-        first = self.first_seen_at or at
+    def observe_balance(self, balance: float, at: datetime) -> None:
+        """Remember today's balance; anchors roll monthly."""
+        t = _epoch(at)
+        self.seen(at)
         if self.balance_recent_at is None:
-            return Memory(balance, at, balance, at, first)
-        age = _days(self.balance_recent_at, at) or 0.0
-        if age >= self.ROLL_DAYS:
-            return Memory(self.balance_recent, self.balance_recent_at, balance, at, first)
-        return Memory(self.balance_anchor, self.balance_anchor_at, self.balance_recent,
-                      self.balance_recent_at, first)
+            self.balance_anchor, self.balance_anchor_at = balance, t
+            self.balance_recent, self.balance_recent_at = balance, t
+        elif (t - self.balance_recent_at) / SECONDS_PER_DAY >= self.ROLL_DAYS:
+            self.balance_anchor, self.balance_anchor_at = (self.balance_recent,
+                                                           self.balance_recent_at)
+            self.balance_recent, self.balance_recent_at = balance, t
+
+    @property
+    def has_activity(self) -> bool:
+        return self.first_activity is not None
+
+    def observe_activity(self, at: datetime, *, transaction: bool, amount: float = 0.0) -> None:
+        """One customer-initiated event, counted on its own day (late ones too)."""
+        t = _epoch(at)
+        self.seen(at)
+        if self.first_activity is None or t < self.first_activity:
+            self.first_activity = t
+        day = int(t // SECONDS_PER_DAY)
+        i = bisect.bisect_left(self.days, day)
+        if i == len(self.days) or self.days[i] != day:
+            if self.days and day <= self.days[-1] - self.KEEP_DAYS:
+                self.folded_activities += 1  # older than the log: counted, not placed
+                return
+            for column, value in ((self.days, day), (self.first, t), (self.last, t),
+                                  (self.transactions, 0), (self.spend, 0.0),
+                                  (self.others, 0)):
+                column.insert(i, value)  # type: ignore[attr-defined]
+        else:
+            self.first[i] = min(self.first[i], t)
+            self.last[i] = max(self.last[i], t)
+        if transaction:
+            self.transactions[i] += 1
+            self.spend[i] += amount
+        else:
+            self.others[i] += 1
+        self._fold()
+
+    def _fold(self) -> None:
+        while self.days and self.days[0] <= self.days[-1] - self.KEEP_DAYS:
+            self.folded_activities += self.transactions[0] + self.others[0]
+            self.folded_previous, self.folded_last = self.folded_last, self.last[0]
+            for column in (self.days, self.first, self.last, self.transactions, self.spend,
+                           self.others):
+                column.pop(0)
+
+    def view(self, at: datetime) -> ActivityView:
+        """The activity known at `at`: only events at or before it."""
+        t = _epoch(at)
+        day = int(t // SECONDS_PER_DAY)
+        end = bisect.bisect_right(self.days, day)
+        activities = self.folded_activities
+        last = self.folded_last
+        previous = self.folded_previous
+        windows = [0, 0, 0]
+        others = [0, 0]
+        active_days = 0
+        spend = 0.0
+        for i in range(end):
+            if self.days[i] == day and self.first[i] > t:
+                break  # that day's events all come later
+            activities += self.transactions[i] + self.others[i]
+            age = day - self.days[i]
+            for k, width in enumerate((30, 90, 365)):
+                if age < width:
+                    windows[k] += self.transactions[i]
+            if age < 365:
+                spend += self.spend[i]
+            if age < 30:
+                others[0] += self.others[i]
+                active_days += 1
+            elif age < 60:
+                others[1] += self.others[i]
+            at_most = self.last[i] if self.last[i] <= t else self.first[i]
+            if self.first[i] < at_most and (self.transactions[i] + self.others[i]) > 1:
+                previous = self.first[i] if last is None or self.first[i] > last else last
+            elif last is not None:
+                previous = last
+            last = at_most
+        return ActivityView(last, previous, self.first_activity if last is not None else None,
+                            activities, (windows[0], windows[1], windows[2]), spend,
+                            (others[0], others[1]), active_days)
+
+    def first_activity_after(self, at: datetime) -> float | None:
+        """When the customer next acted after `at`, as far as the log knows."""
+        t = _epoch(at)
+        day = int(t // SECONDS_PER_DAY)
+        for i in range(bisect.bisect_left(self.days, day), len(self.days)):
+            if self.last[i] > t:
+                return self.first[i] if self.first[i] > t else self.last[i]
+        return None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "balance_anchor": self.balance_anchor,
-            "balance_anchor_at": _iso(self.balance_anchor_at),
-            "balance_recent": self.balance_recent,
-            "balance_recent_at": _iso(self.balance_recent_at),
-            "first_seen_at": _iso(self.first_seen_at),
-        }
+        return {k: getattr(self, k) for k in _MEMORY_FIELDS}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Memory:
         if not data:
             return cls()
-        return cls(
-            data.get("balance_anchor"),
-            _parse(data.get("balance_anchor_at")),
-            data.get("balance_recent"),
-            _parse(data.get("balance_recent_at")),
-            _parse(data.get("first_seen_at")),
-        )
+        return cls(**{k: data[k] for k in _MEMORY_FIELDS if k in data})
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _parse(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value))
+_MEMORY_FIELDS = (
+    "balance_anchor", "balance_anchor_at", "balance_recent", "balance_recent_at",
+    "first_seen_at", "days", "first", "last", "transactions", "spend", "others",
+    "folded_activities", "folded_last", "folded_previous", "first_activity",
+)
 
 
 # ------------------------------------------------------------------ facts
@@ -164,43 +281,56 @@ def facts_at(
     elapsed = _days(snapshot.as_of, as_of) or 0.0
     quiet_then = _days(snapshot.last_activity_at, snapshot.as_of)
     quiet_then = 0.0 if quiet_then is None else quiet_then
-    tenure = float(f.get("tenure_days", 0.0)) + elapsed
-    if snapshot.last_activity_at is not None:
-        recency = _days(snapshot.last_activity_at, as_of) or 0.0
+    # Signed: a snapshot newer than `as_of` (events are judged in order, snapshots may lead)
+    # does not add its lead to the tenure.
+    tenure = float(f.get("tenure_days", 0.0)) + (
+        as_of - snapshot.as_of).total_seconds() / SECONDS_PER_DAY
+    gap_stretch = MISSING
+    view = memory.view(as_of) if memory is not None and memory.has_activity else None
+    if view is not None and view.last is not None:
+        # Activity as scoring saw it, event by event, up to `as_of` only.
+        at = as_of.timestamp()
+        recency = max(at - view.last, 0.0) / SECONDS_PER_DAY
+        first = min(view.first or at, memory.first_seen_at or at)  # type: ignore[union-attr]
+        tenure = max(tenure, (at - first) / SECONDS_PER_DAY)
+        n30, n90, n365 = (float(n) for n in view.transactions)
+        spend365 = view.spend_365
+        lifetime = float(view.activities)
+        if view.previous is not None and view.first is not None and view.activities > 1:
+            usual = (view.last - view.first) / (view.activities - 1)
+            gap_stretch = ((view.last - view.previous + SECONDS_PER_DAY)
+                           / (usual + SECONDS_PER_DAY))
     else:
-        first_seen = memory.first_seen_at if memory is not None else None
-        recency = _days(first_seen, as_of) if first_seen is not None else tenure
+        if snapshot.last_activity_at is not None:
+            recency = _days(snapshot.last_activity_at, as_of) or 0.0
+        else:
+            first_seen = memory.first_seen_at if memory is not None else None
+            recency = (max(as_of.timestamp() - first_seen, 0.0) / SECONDS_PER_DAY
+                       if first_seen is not None else max(tenure, 0.0))
+
+        def decayed(names: tuple[str, ...], window: float) -> float:
+            return recent_count(_counts(f, names), _TXN_EDGES, quiet_then, window - elapsed)
+
+        counts = ("frequency_30", "frequency_90", "frequency_365")
+        n30, n90, n365 = (decayed(counts, w) for w in (30.0, 90.0, 365.0))
+        spend365 = decayed(("monetary_30", "monetary_90", "monetary_365"), 365.0)
+        lifetime = float(max(snapshot.transaction_count, 0))
     tenure = max(tenure, recency)
-
-    def decayed(names: tuple[str, ...], window: float) -> float:
-        return recent_count(_counts(f, names), _TXN_EDGES, quiet_then, window - elapsed)
-
-    n30 = decayed(("frequency_30", "frequency_90", "frequency_365"), 30.0)
-    n90 = decayed(("frequency_30", "frequency_90", "frequency_365"), 90.0)
-    n365 = decayed(("frequency_30", "frequency_90", "frequency_365"), 365.0)
-    spend365 = decayed(("monetary_30", "monetary_90", "monetary_365"), 365.0)
     year = min(max(tenure, 1.0), 365.0)
     if tenure >= 90.0 and n365 > 0:
-        trend = (n90 / 90.0) / (n365 / year) - 1.0
+        trend = (n90 / min(90.0, tenure)) / (n365 / year) - 1.0
     else:
         trend = 0.0
-    sessions = recent_count(
-        (float(f.get("sessions_30", 0.0)),
-         float(f.get("sessions_30", 0.0)) + float(f.get("sessions_prev_30", 0.0))),
-        (30.0, 60.0), quiet_then, 60.0 - elapsed,
-    )
-    sessions_30 = recent_count(
-        (float(f.get("sessions_30", 0.0)),
-         float(f.get("sessions_30", 0.0)) + float(f.get("sessions_prev_30", 0.0))),
-        (30.0, 60.0), quiet_then, 30.0 - elapsed,
-    )
-    sessions_prev = sessions - sessions_30
+    if view is not None and view.last is not None:
+        # App events and feedback from the log (each event counts, a session is several).
+        sessions_30, sessions_prev = float(view.others[0]), float(view.others[1])
+        active_days = float(view.active_days_30)
+    else:
+        sessions_30, sessions_prev, active_days = _snapshot_engagement(f, quiet_then, elapsed)
     if sessions_prev > 0:
         login_trend = (sessions_30 - sessions_prev) / sessions_prev
     else:
         login_trend = 0.0
-    active_days = recent_count((float(f.get("active_days_30", 0.0)),), (30.0,), quiet_then,
-                               30.0 - elapsed)
     if "days_since_salary" in f:
         days_since_salary = float(f["days_since_salary"]) + elapsed
     else:
@@ -216,9 +346,10 @@ def facts_at(
         "purchases_90": round(n90, 4),
         "purchases_365": round(n365, 4),
         "purchase_trend": round(min(max(trend, -1.0), 3.0), 4),
-        "transactions_lifetime": float(max(snapshot.transaction_count, 0)),
+        "transactions_lifetime": lifetime,
         "tenure_days": round(tenure, 4),
         "average_spend": round(spend365 / n365, 2) if n365 > 0 else 0.0,
+        "gap_stretch": round(gap_stretch, 4),
         "product_count": float(sum(snapshot.products.values())),
         "accounts_closed": float(f.get("accounts_closed", 0.0)),
         "total_balance": round(balance, 2),
@@ -238,6 +369,20 @@ def facts_at(
 
 
 features_at = facts_at
+
+
+def _snapshot_engagement(
+    f: Mapping[str, float], quiet_then: float, elapsed: float
+) -> tuple[float, float, float]:
+    """App sessions in the last 30 days, the 30 before, and active days, from a snapshot's
+    windows as they stand `elapsed` days later (nothing happened since)."""
+    recent = float(f.get("sessions_30", 0.0))
+    both = recent + float(f.get("sessions_prev_30", 0.0))
+    sixty = recent_count((recent, both), (30.0, 60.0), quiet_then, 60.0 - elapsed)
+    thirty = recent_count((recent, both), (30.0, 60.0), quiet_then, 30.0 - elapsed)
+    active = recent_count((float(f.get("active_days_30", 0.0)),), (30.0,), quiet_then,
+                          30.0 - elapsed)
+    return thirty, sixty - thirty, active
 
 
 def _years(v: float) -> str:
@@ -263,8 +408,11 @@ FACTS: tuple[Fact, ...] = (
          "customer-initiated transactions in the last 365 days"),
     Fact("purchase_trend", 0.0, lambda v: f"transactions {v:+.0%} vs their yearly pace",
          "pace of the last 90 days against the last year's (or since joining)"),
-    Fact("transactions_lifetime", 100.0, lambda v: f"{v:.0f} transactions on record",
-         "every transaction on record"),
+    Fact("gap_stretch", 1.0,
+         lambda v: f"last gap between activities {v:.1f}x their usual",
+         "the last gap between two activities against the customer's average gap"),
+    Fact("transactions_lifetime", 100.0, lambda v: f"{v:.0f} activities on record",
+         "customer-initiated activities on record"),
     Fact("tenure_days", 3 * 365.25, _years, "days since registration or first activity"),
     Fact("average_spend", 50.0, lambda v: f"average transaction {v:,.0f}",
          "average amount of the last year's customer transactions"),
@@ -274,10 +422,10 @@ FACTS: tuple[Fact, ...] = (
          "sum of open accounts' balances"),
     Fact("balance_change", 0.0, lambda v: f"balances {v:+.0%} vs a month ago",
          "balance change against one to two months ago"),
-    Fact("sessions_30", 8.0, lambda v: f"{v:.0f} app logins in the last 30 days",
-         "app sessions in the last 30 days"),
-    Fact("login_trend", 0.0, lambda v: f"logins {v:+.0%} vs the previous month",
-         "app sessions of the last 30 days against the 30 before"),
+    Fact("sessions_30", 16.0, lambda v: f"{v:.0f} app events in the last 30 days",
+         "app events and feedback in the last 30 days"),
+    Fact("login_trend", 0.0, lambda v: f"app use {v:+.0%} vs the previous month",
+         "app events of the last 30 days against the 30 before"),
     Fact("active_days_30", 10.0, lambda v: f"active on {v:.0f} of the last 30 days",
          "days with customer-initiated activity in the last 30"),
     Fact("days_since_salary", 20.0, lambda v: f"no salary credit for {v:.0f} days",
@@ -292,7 +440,7 @@ FACTS: tuple[Fact, ...] = (
 FACT_BY_NAME = {f.name: f for f in FACTS}
 REFERENCE: Facts = {f.name: f.reference for f in FACTS}
 REASON_TEXT: dict[str, Callable[[float], str]] = {f.name: f.text for f in FACTS}
-OPTIONAL_FACTS = frozenset({"days_since_salary", "last_nps"})
+OPTIONAL_FACTS = frozenset({"days_since_salary", "last_nps", "gap_stretch"})
 
 
 # ------------------------------------------------------------------ model inputs
@@ -327,6 +475,7 @@ INPUTS: dict[str, str] = {
     "tenure_log": "log(1 + tenure days)",
     "is_new": "1 if tenure is shorter than the horizon",
     "purchase_trend": "90-day pace vs yearly pace - 1",
+    "gap_stretch_log": "log of the last gap between activities over the usual gap",
     "average_spend_log": "log(1 + average transaction)",
     "balance_log": "signed log(1 + |total balance|)",
     "balance_change": "balance change vs a month ago",
@@ -375,6 +524,8 @@ def model_inputs(facts: Mapping[str, float], horizon_days: float = 90.0) -> dict
         "tenure_log": math.log1p(tenure),
         "is_new": 1.0 if tenure < h else 0.0,
         "purchase_trend": facts.get("purchase_trend", 0.0),
+        "gap_stretch_log": (math.log(stretch) if (stretch := facts.get("gap_stretch", MISSING)) > 0
+                            else 0.0),
         "average_spend_log": math.log1p(max(facts.get("average_spend", 0.0), 0.0)),
         "balance_log": math.copysign(math.log1p(abs(balance)), balance),
         "balance_change": facts.get("balance_change", 0.0),

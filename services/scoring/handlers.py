@@ -1,29 +1,38 @@
-"""Scoring's handlers: score every profile update, re-score as silence grows, and gather the
-evidence that resolves pending labels.
+"""Scoring's handlers: score every profile update, gather activity as it happens, and
+re-score as silence grows.
+
+Activity comes from the customer-initiated events themselves (a customer's transaction, an
+app event, feedback), each at its own time: profile emits one snapshot per customer per
+batch, which in a replay merges weeks of a customer's history, so its `last_activity_at`
+alone cannot say when a label window first saw activity. Snapshots give everything else.
 
 Time-driven points (re-scores and learning samples) are a per-customer schedule in event
 time: weekly while the customer is recent, less often as silence grows. A point is taken
-with what was known then: points before a new profile update are caught up with the old
-snapshot before the update is applied; the others are swept after each batch, up to the
-partition's clock. Their event ids come from the customer and the point's time, so a replay
-re-emits the same ids."""
+with what was known at its time: activity from the customer's log up to that time, and the
+snapshot of that time (the points before a new snapshot are caught up with the previous
+one; the others are swept once every snapshot and every activity before them has arrived).
+A sample's label resolves at once when the log already holds the answer. Event ids come
+from the customer and the point's time, so a replay re-emits the same ids."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.scoring.domain import Memory, facts_at, rescore_after
+from services.scoring.domain import facts_at, rescore_after
 from services.scoring.model import Assessment, assess_facts
 from services.scoring.store import CustomerState, Evidence, ScoringStore
 from shared.events import (
+    AppClicked,
     ChurnScore,
     ChurnScored,
     EngagementDecided,
-    ProfileSnapshot,
+    EnvelopeBase,
+    FeedbackSubmitted,
+    InitiatedBy,
     ProfileUpdated,
     ScoreReason,
+    TransactionPosted,
     derived_event_id,
 )
 from shared.kit import UnitOfWork, partition_of
@@ -34,89 +43,104 @@ Uow = UnitOfWork[ScoringStore]
 MAX_POINTS_PER_PASS = 400
 
 
+async def _state(uow: Uow, event: EnvelopeBase) -> CustomerState:
+    state = await uow.store.state(event.customer_id)
+    if state is None:
+        settings: Any = uow.settings
+        state = CustomerState(
+            customer_id=event.customer_id,
+            partition=partition_of(event.customer_id, settings.partitions),
+            first_seen_at=event.occurred_at,
+        )
+    state.first_seen_at = min(state.first_seen_at, event.occurred_at)
+    state.memory.seen(event.occurred_at)
+    return state
+
+
 async def on_profile_updated(event: ProfileUpdated, *, uow: Uow, now: datetime) -> None:
     settings: Any = uow.settings
     store = uow.store
     snapshot = event.payload
-    cid = event.customer_id
-    state = await store.state(cid)
-    if state is not None and not state.closed:
-        # Points before this update are judged with what was known before it.
-        await catch_up(uow, state, until=event.occurred_at, inclusive=False)
+    state = await _state(uow, event)
+    if state.scored and not state.closed and store.clock is not None:
+        # Points before this snapshot are judged with the previous one (while the activity
+        # before them is known).
+        known = store.clock.activity().get(state.partition)
+        if known is not None:
+            await catch_up(uow, state, until=min(event.occurred_at, known), inclusive=False,
+                           known=known)
     as_of = max(snapshot.as_of, now)
-    if state is not None and state.score is not None and state.score["as_of"] > as_of:
-        as_of = state.score["as_of"]  # a late update: corrects the score at the latest time
-    previous = state.snapshot if state is not None else None
-    if state is None:
-        state = CustomerState(
-            customer_id=cid,
-            partition=partition_of(cid, settings.partitions),
-            snapshot=snapshot,
-            first_seen_at=event.occurred_at,
-            memory=Memory(first_seen_at=event.occurred_at),
-        )
-    state.snapshot = snapshot
-    state.first_seen_at = min(state.first_seen_at, event.occurred_at)
-    state.memory = state.memory.observe(float(snapshot.total_balance), as_of)
+    if state.score is not None and state.score["as_of"] > as_of:
+        as_of = state.score["as_of"]  # a late update corrects the score at the latest time
+    state.set_snapshot(snapshot)
+    state.memory.observe_balance(float(snapshot.total_balance), as_of)
     facts = facts_at(snapshot, as_of, state.memory)
     assessment = assess_facts(store.model, facts, settings.band_cuts, settings.top_reasons)
     await _emit(uow, state, assessment, as_of,
                 event_id=derived_event_id("churn.scored", event.event_id),
                 occurred_at=event.occurred_at, causation_id=event.event_id)
-
     closed_all = not snapshot.products and snapshot.features.get("accounts_closed", 0.0) > 0
     if closed_all and not state.closed:
         state.closed = True
         state.next_due_at = None
-        store.closure(cid, event.occurred_at)
+        store.closure(state.customer_id, event.occurred_at)
     elif not closed_all and (state.closed or state.next_due_at is None):
         state.closed = False
         state.next_due_at = as_of + rescore_after(facts["recency_days"],
                                                   settings.rescore_min_days,
                                                   settings.rescore_max_days)
-    _gather_activity(store, cid, previous, snapshot, now)
     store.put(state)
 
 
-def _gather_activity(
-    store: ScoringStore, cid: str, previous: ProfileSnapshot | None,
-    snapshot: ProfileSnapshot, now: datetime,
+async def _activity(
+    uow: Uow, event: EnvelopeBase, now: datetime, *, transaction: bool, amount: float = 0.0
 ) -> None:
-    """New customer-initiated activity resolves the customer's open windows."""
-    at = snapshot.last_activity_at
-    if at is None:
-        return
-    before = previous.last_activity_at if previous is not None else None
-    if before is not None and at <= before:
-        return
-    if previous is None:
-        known, seen = True, at
-    else:
-        new_transactions = snapshot.transaction_count - previous.transaction_count
-        active_days = snapshot.features.get("active_days_30", 0.0)
-        known = new_transactions <= 1 and active_days <= 1
-        seen = previous.as_of
-    store.activity(Evidence(cid, at, seen, known, late=at <= now))
+    """A customer-initiated event: it joins the customer's log and resolves their open label
+    windows."""
+    state = await _state(uow, event)
+    state.memory.observe_activity(event.occurred_at, transaction=transaction, amount=amount)
+    uow.store.activity(Evidence(event.customer_id, event.occurred_at,
+                                late=event.occurred_at <= now))
+    uow.store.put(state)
 
 
-async def catch_up(uow: Uow, state: CustomerState, *, until: datetime, inclusive: bool) -> int:
+async def on_transaction_posted(event: TransactionPosted, *, uow: Uow, now: datetime) -> None:
+    if event.payload.initiated_by is InitiatedBy.customer:
+        await _activity(uow, event, now, transaction=True, amount=float(event.payload.amount))
+
+
+async def on_app_click(event: AppClicked, *, uow: Uow, now: datetime) -> None:
+    await _activity(uow, event, now, transaction=False)
+
+
+async def on_feedback_submitted(event: FeedbackSubmitted, *, uow: Uow, now: datetime) -> None:
+    await _activity(uow, event, now, transaction=False)
+
+
+async def catch_up(
+    uow: Uow, state: CustomerState, *, until: datetime, inclusive: bool,
+    known: datetime | None = None,
+) -> int:
     """Every time-driven point of the customer before (or at) `until`: a score with the
     facts of that moment, and a learning sample when a period has passed since the last."""
     settings: Any = uow.settings
+    snapshot = state.snapshot
+    if snapshot is None:
+        return 0
     done = 0
     while (
         state.next_due_at is not None and not state.closed and done < MAX_POINTS_PER_PASS
         and (state.next_due_at <= until if inclusive else state.next_due_at < until)
     ):
         at = state.next_due_at
-        facts = facts_at(state.snapshot, at, state.memory)
+        facts = facts_at(snapshot, at, state.memory)
         assessment = assess_facts(uow.store.model, facts, settings.band_cuts,
                                   settings.top_reasons)
         await _emit(uow, state, assessment, at,
                     event_id=derived_event_id("churn.scored", state.customer_id,
                                               at.isoformat()),
                     occurred_at=at, causation_id=None)
-        _sample(uow, state, at, facts, assessment)
+        _sample(uow, state, at, facts, assessment, known)
         state.next_due_at = at + rescore_after(facts["recency_days"], settings.rescore_min_days,
                                                settings.rescore_max_days)
         done += 1
@@ -127,25 +151,40 @@ async def catch_up(uow: Uow, state: CustomerState, *, until: datetime, inclusive
 
 def _sample(
     uow: Uow, state: CustomerState, at: datetime, facts: dict[str, float],
-    assessment: Assessment,
+    assessment: Assessment, known: datetime | None,
 ) -> None:
     """One pending prediction per customer per period at most; its weight is the time it
-    stands for (so thinned samples of long-silent customers still count for their time)."""
+    stands for (so thinned points of long-silent customers still count for their time).
+    If the customer's log already holds activity in the window (it is counted as it
+    arrives, ahead of the points), or the activity clock already passed the window's end,
+    the label resolves now."""
     settings: Any = uow.settings
     period = timedelta(days=settings.sample_period_days)
     last = state.last_sample_at
     if last is not None and at - last < period:
         return
     weight = 1.0 if last is None else min((at - last) / period, settings.max_sample_weight)
+    end = at + timedelta(days=settings.horizon_days)
+    label: bool | None = None
+    outcome = resolved = None
+    nxt = state.memory.first_activity_after(at)
+    if nxt is not None and nxt <= end.timestamp():
+        label, outcome = False, "activity"
+        resolved = datetime.fromtimestamp(nxt, tz=at.tzinfo)
+    elif known is not None and known > end:
+        label, outcome, resolved = True, "horizon", end
     uow.store.add_sample({
         "customer_id": state.customer_id,
         "partition": state.partition,
         "sampled_at": at,
-        "horizon_end": at + timedelta(days=settings.horizon_days),
+        "horizon_end": end,
         "facts": facts,
         "weight": round(weight, 4),
         "prediction": assessment.probability,
         "model_version": assessment.version,
+        "label": label,
+        "outcome": outcome,
+        "resolved_at": resolved,
     })
     state.last_sample_at = at
 
@@ -195,31 +234,10 @@ async def on_engagement_decided(event: EngagementDecided, *, uow: Uow, now: date
         uow.store.treated(event.customer_id, event.occurred_at)
 
 
-def sweeper(clock: Callable[[], dict[int, datetime]], chunk: int = 1000) -> Any:
-    """The batch hook: every customer due by their partition's clock gets their time-driven
-    points, then windows the clock has passed resolve positive."""
-
-    async def after_batch(uow: Uow) -> None:
-        watermarks = clock()
-        if not watermarks:
-            return
-        while True:
-            due = await uow.store.due(watermarks, chunk)
-            if not due:
-                break
-            progressed = 0
-            for state in due:
-                progressed += await catch_up(uow, state, until=watermarks[state.partition],
-                                             inclusive=True)
-            await uow.flush()
-            if not progressed:
-                break
-        await uow.store.resolve_horizons(watermarks)
-
-    return after_batch
-
-
 HANDLERS = {
     "profile.updated": on_profile_updated,
+    "transaction.posted": on_transaction_posted,
+    "app.click": on_app_click,
+    "feedback.submitted": on_feedback_submitted,
     "engagement.decided": on_engagement_decided,
 }

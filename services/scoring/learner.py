@@ -28,7 +28,7 @@ from services.scoring.learning import LearnerState, Outcome, Policy
 from services.scoring.metrics import ScoringMetrics
 from services.scoring.model import RIVER_VERSION, CheckpointRejected, ChurnModel, dump, load
 from services.scoring.settings import ScoringSettings
-from services.scoring.store import checkpoints, label_counts, model_commands, model_events
+from services.scoring.store import checkpoints, model_commands, model_events, pending_counts
 from shared.db import advisory_key
 
 log = logging.getLogger("tenure.scoring.learner")
@@ -234,14 +234,18 @@ class Learner:
     # ------------------------------------------------------------------ restore
 
     async def _restore(self, conn: AsyncConnection) -> None:
-        rows = (await conn.execute(
-            sa.select(checkpoints.c.version, checkpoints.c.river_version,
-                      checkpoints.c.state_blob, checkpoints.c.state_signature)
-            .order_by(checkpoints.c.version.desc())
-        )).all()
+        versions = (await conn.execute(
+            sa.select(checkpoints.c.version).order_by(checkpoints.c.version.desc())
+        )).scalars().all()
         await conn.commit()
-        self.version = rows[0].version if rows else 0
-        for row in rows:
+        self.version = versions[0] if versions else 0
+        for version in versions:  # the newest that verifies
+            row = (await conn.execute(
+                sa.select(checkpoints.c.version, checkpoints.c.river_version,
+                          checkpoints.c.state_blob, checkpoints.c.state_signature)
+                .where(checkpoints.c.version == version)
+            )).one()
+            await conn.commit()
             try:
                 state = await asyncio.to_thread(load, row.state_blob, row.state_signature,
                                                 self.settings.checkpoint_key, row.river_version)
@@ -261,7 +265,7 @@ class Learner:
         rows = [dict(r._mapping) for r in await conn.execute(
             _FETCH, {"settle": self.settings.label_settle_seconds,
                      "limit": self.settings.learn_batch})]
-        counts = await label_counts(conn)
+        counts = await pending_counts(conn)
         await conn.commit()
         self.metrics.pending.labels("open").set(counts["pending"])
         self.metrics.pending.labels("resolved").set(counts["resolved_not_learnt"])

@@ -14,7 +14,7 @@ from typing import Any
 from river import drift
 
 from services.scoring.domain import band_of, recency_prior
-from services.scoring.model import KINDS, ChurnModel
+from services.scoring.model import KINDS, ChurnModel, inputs_of
 
 _CLIP = 1e-7
 
@@ -139,6 +139,9 @@ class LearnerState:
     treated_skipped: int = 0
     drift_events: list[dict[str, Any]] = field(default_factory=list)
     proposal: dict[str, Any] | None = None
+    # After a drift, champion and challenger are compared every few labels until this count
+    # of labels learnt: the challenger may need some labels of the new concept to show.
+    watch_until: int = 0
 
     @classmethod
     def fresh(
@@ -216,6 +219,7 @@ def promote(state: LearnerState, reason: str, policy: Policy) -> dict[str, Any]:
         state.challenger_metrics, state.champion_metrics)
     state.detector = drift.ADWIN(delta=policy.adwin_delta)
     state.proposal = None
+    state.watch_until = 0
     return record
 
 
@@ -230,21 +234,28 @@ def learn(state: LearnerState, labels: Sequence[Label], policy: Policy) -> Outco
             out.skipped.append(label.id)
             continue
         weight = label.weight * (policy.treated_weight if label.treated else 1.0)
-        p_champion = state.champion.model_probability(facts)
-        p_challenger = state.challenger.model_probability(facts)
+        x = inputs_of(facts, horizon)
+        p_champion = state.champion.probability_of(x)
+        p_challenger = state.challenger.probability_of(x)
         y = 1 if label.churned else 0
         state.champion_metrics.update(y, p_champion)
         state.challenger_metrics.update(y, p_challenger)
         state.prior_metrics.update(y, recency_prior(facts, horizon))
         out.champion_p[label.id] = p_champion
         state.detector.update(abs(y - p_champion))
-        state.champion.learn(facts, label.churned, weight)
-        state.challenger.learn(facts, label.churned, weight)
+        state.champion.learn_inputs(x, label.churned, weight)
+        state.challenger.learn_inputs(x, label.churned, weight)
         state.labels_learnt += 1
         out.learnt.append(label.id)
         if state.detector.drift_detected:
             _on_drift(state, label, policy, out)
+        elif (state.labels_learnt <= state.watch_until and state.proposal is None
+              and state.labels_learnt % WATCH_EVERY == 0):
+            _consider(state, label, policy, out)
     return out
+
+
+WATCH_EVERY = 50
 
 
 def _on_drift(state: LearnerState, label: Label, policy: Policy, out: Outcome) -> None:
@@ -259,11 +270,20 @@ def _on_drift(state: LearnerState, label: Label, policy: Policy, out: Outcome) -
     }
     state.drift_events = [*state.drift_events[-49:], event]
     out.events.append(event)
+    state.watch_until = state.labels_learnt + policy.compare_window
+    if state.proposal is None:
+        _consider(state, label, policy, out)
+
+
+def _consider(state: LearnerState, label: Label, policy: Policy, out: Outcome) -> None:
+    """Propose the challenger if it is better on the recent window (and promote it at once
+    under the automatic policy)."""
     if not challenger_better(state, policy):
         return
     proposal = {"kind": "proposal", "label_index": state.labels_learnt,
-                "event_time": event["event_time"], "from": state.champion.kind,
-                "to": state.challenger.kind, "figures": event["figures"],
+                "event_time": label.resolved_at.isoformat() if label.resolved_at else None,
+                "from": state.champion.kind, "to": state.challenger.kind,
+                "figures": figures(state, policy.compare_window),
                 "policy": policy.promotion}
     out.events.append(proposal)
     state.proposal = proposal

@@ -35,14 +35,14 @@ PRIOR_NAME = "prior:recency"
 RAW_INPUTS = {
     "recency_days": "days since the last customer-initiated activity",
     "tenure_days": "days since registration or first activity",
-    "lifetime_events": "transactions on record (at least one)",
+    "lifetime_events": "customer-initiated activities on record (at least one)",
 }
 # What moves the odds of having gone besides the purchase history itself.
 BEHAVIOUR = (
-    "purchase_trend", "average_spend_log", "balance_log", "balance_change", "product_count",
-    "accounts_closed", "sessions_30_log", "login_trend", "active_days_share", "has_salary",
-    "salary_gap", "salary_credits_90", "open_complaints", "nps_detractor", "nps_promoter",
-    "digital_share",
+    "purchase_trend", "gap_stretch_log", "average_spend_log", "balance_log", "balance_change",
+    "product_count", "accounts_closed", "sessions_30_log", "login_trend", "active_days_share",
+    "has_salary", "salary_gap", "salary_credits_90", "open_complaints", "nps_detractor",
+    "nps_promoter", "digital_share",
 )
 
 
@@ -67,8 +67,8 @@ def _logreg(horizon_days: float, seed: int) -> base.Classifier:
 
 
 def _tree(horizon_days: float, seed: int) -> base.Classifier:
-    return tree.HoeffdingAdaptiveTreeClassifier(
-        grace_period=200, delta=1e-5, leaf_prediction="nba", seed=seed
+    return compose.Select(*INPUTS) | tree.HoeffdingAdaptiveTreeClassifier(
+        grace_period=200, delta=1e-5, leaf_prediction="mc", seed=seed
     )
 
 
@@ -89,7 +89,8 @@ KINDS: dict[str, Kind] = {
         Kind("logreg", _logreg, True,
              "standard scaling + logistic regression on the transformed features"),
         Kind("hoeffding-tree", _tree, True,
-             "Hoeffding adaptive tree (naive Bayes adaptive leaves) on every input"),
+             "Hoeffding adaptive tree (class frequencies in the leaves) on the transformed "
+             "features"),
     )
 }
 
@@ -128,9 +129,11 @@ class ChurnModel:
 
     def model_probability(self, facts: Facts) -> float:
         """The estimator's own probability, cold or not (prequential figures use it)."""
+        return self.probability_of(inputs_of(facts, self.horizon_days))
+
+    def probability_of(self, x: dict[str, float]) -> float:
         assert self.estimator is not None
-        proba = self.estimator.predict_proba_one(inputs_of(facts, self.horizon_days))
-        return float(proba.get(True, 0.0))
+        return float(self.estimator.predict_proba_one(x).get(True, 0.0))
 
     def predict(self, facts: Facts) -> float:
         if self.cold_start:
@@ -138,8 +141,10 @@ class ChurnModel:
         return self.model_probability(facts)
 
     def learn(self, facts: Facts, churned: bool, weight: float = 1.0) -> None:
+        self.learn_inputs(inputs_of(facts, self.horizon_days), churned, weight)
+
+    def learn_inputs(self, x: dict[str, float], churned: bool, weight: float = 1.0) -> None:
         assert self.estimator is not None
-        x = inputs_of(facts, self.horizon_days)
         if weight != 1.0 and KINDS[self.kind].weighted:
             self.estimator.learn_one(x, churned, w=weight)
         else:

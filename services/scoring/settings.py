@@ -49,6 +49,8 @@ class ScoringSettings(ServiceSettings):
     rescore_max_days: float = Field(28.0, gt=0.0)
     # A partition without events for this long follows the slowest active one (DESIGN: Time).
     idle_partition_seconds: float = Field(30.0, gt=0.0)
+    # Between batches, the sweep runs this often when the clock has moved.
+    sweep_interval_seconds: float = Field(1.0, gt=0.0)
 
     # Learner role (one instance, PostgreSQL advisory lock) and checkpoints.
     checkpoint_key: str = DEV_CHECKPOINT_KEY
@@ -62,4 +64,4 @@ class ScoringSettings(ServiceSettings):
     run_learner: bool = True
     # The as-of report waits this long for the learner to include every label resolved
     # before the request (a report reflects what the platform knows).
-    report_settle_seconds: float = Field(60.0, ge=0.0)
+    report_settle_seconds: float = Field(90.0, ge=0.0)

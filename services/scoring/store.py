@@ -7,7 +7,7 @@ the samples it created."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,9 +32,9 @@ scores = sa.Table(
     sa.Column("model", sa.Text),
     sa.Column("model_version", sa.Integer),
     sa.Column("cold_start", sa.Boolean),
-    sa.Column("reasons", JSONB),
-    sa.Column("features", JSONB),
-    sa.Column("snapshot", JSONB),
+    sa.Column("reasons", JSONB(none_as_null=True)),
+    sa.Column("features", JSONB(none_as_null=True)),
+    sa.Column("snapshot", JSONB(none_as_null=True)),
     sa.Column("first_seen_at", sa.DateTime(timezone=True)),
     sa.Column("as_of", sa.DateTime(timezone=True)),
     sa.Column("event_id", sa.Uuid),
@@ -130,6 +130,15 @@ model_commands = sa.Table(
     sa.Column("done_at", sa.DateTime(timezone=True)),
 )
 
+STATEFUL = frozenset({"profile.updated", "transaction.posted", "app.click",
+                      "feedback.submitted"})
+
+
+def _stateful(event: EnvelopeBase) -> bool:
+    """Events whose handler reads the customer's state (bank postings do not)."""
+    if event.event_type == "transaction.posted":
+        return event.payload.initiated_by.value == "customer"  # type: ignore[attr-defined]
+    return event.event_type in STATEFUL
 STATE_COLUMNS = (
     "customer_id", "probability", "band", "model", "model_version", "cold_start", "reasons",
     "features", "snapshot", "first_seen_at", "as_of", "event_id", "partition", "next_due_at",
@@ -174,23 +183,14 @@ _NEGATIVE = sa.text(
     RETURNING hits.was
     """
 )
-# Activity after the window ends, for a sample still open: the window was silent if we know
-# the whole window (the previous snapshot already covered it) or if this is the only
-# activity since that snapshot; otherwise the batch merged events we cannot see: ambiguous.
+# Activity after the window ends, for a sample still open: evidence arrives in order, so the
+# window was silent (a late activity inside it would correct this, as above).
 _BEYOND = sa.text(
     """
     UPDATE pending_samples s
-    SET label = CASE WHEN q.known OR s.horizon_end <= q.seen THEN true END,
-        outcome = CASE WHEN q.known OR s.horizon_end <= q.seen THEN 'horizon'
-                       ELSE 'ambiguous' END,
-        resolved_at = CASE WHEN q.known OR s.horizon_end <= q.seen THEN s.horizon_end
-                           ELSE q.at END,
-        recorded_at = now()
-    FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamptz[]),
-                CAST(:seen AS timestamptz[]), CAST(:known AS boolean[]))
-         AS q(customer_id, at, seen, known)
+    SET label = true, outcome = 'horizon', resolved_at = s.horizon_end, recorded_at = now()
+    FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamptz[])) AS q(customer_id, at)
     WHERE s.customer_id = q.customer_id AND s.outcome IS NULL AND s.horizon_end < q.at
-    RETURNING s.outcome
     """
 )
 _CLOSURE = sa.text(
@@ -200,6 +200,15 @@ _CLOSURE = sa.text(
     FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamptz[])) AS q(customer_id, at)
     WHERE s.customer_id = q.customer_id AND s.outcome IS NULL
       AND q.at > s.sampled_at AND q.at <= s.horizon_end
+    """
+)
+# Points taken after the closure (its snapshot may come after the clock moved on) were not
+# taken from a customer: they go.
+_AFTER_CLOSURE = sa.text(
+    """
+    DELETE FROM pending_samples s
+    USING unnest(CAST(:ids AS text[]), CAST(:ats AS timestamptz[])) AS q(customer_id, at)
+    WHERE s.customer_id = q.customer_id AND s.outcome IS NULL AND s.sampled_at >= q.at
     """
 )
 _TREATED = sa.text(
@@ -243,40 +252,62 @@ _DUE = sa.text(
 @dataclass
 class CustomerState:
     """What scoring keeps per customer between events: the latest snapshot and score, the
-    time-driven schedule, the last sample, and memory for changes over time."""
+    time-driven schedule, the last sample, and the memory of balances and activity. A
+    customer may be known from their activity before profile's first snapshot arrives."""
 
     customer_id: str
     partition: int
-    snapshot: ProfileSnapshot
     first_seen_at: datetime
+    snapshot_json: dict[str, Any] | None = None
     memory: Memory = field(default_factory=Memory)
     next_due_at: datetime | None = None
     last_sample_at: datetime | None = None
     closed: bool = False
     score: dict[str, Any] | None = None
+    _snapshot: ProfileSnapshot | None = None
+
+    @property
+    def snapshot(self) -> ProfileSnapshot | None:
+        if self._snapshot is None and self.snapshot_json is not None:
+            self._snapshot = ProfileSnapshot.model_validate(self.snapshot_json)
+        return self._snapshot
+
+    def set_snapshot(self, snapshot: ProfileSnapshot) -> None:
+        self._snapshot = snapshot
+        self.snapshot_json = snapshot.model_dump(mode="json", by_alias=True)
+
+    @property
+    def scored(self) -> bool:
+        return self.snapshot_json is not None and self.score is not None
 
     @classmethod
     def from_row(cls, row: Any) -> CustomerState:
         m = row._mapping
+        score = None
+        if m["probability"] is not None:
+            score = {k: m[k] for k in ("probability", "band", "model", "model_version",
+                                       "cold_start", "reasons", "features", "as_of",
+                                       "event_id")}
         return cls(
             customer_id=m["customer_id"],
             partition=m["partition"],
-            snapshot=ProfileSnapshot.model_validate(m["snapshot"]),
             first_seen_at=m["first_seen_at"],
+            snapshot_json=m["snapshot"],
             memory=Memory.from_json(m["memory"]),
             next_due_at=m["next_due_at"],
             last_sample_at=m["last_sample_at"],
             closed=m["closed"],
-            score={k: m[k] for k in ("probability", "band", "model", "model_version",
-                                     "cold_start", "reasons", "features", "as_of", "event_id")},
+            score=score,
         )
 
     def row(self) -> dict[str, Any]:
-        assert self.score is not None
+        score = self.score or dict.fromkeys(
+            ("probability", "band", "model", "model_version", "cold_start", "reasons",
+             "features", "as_of", "event_id"))
         return {
             "customer_id": self.customer_id,
-            **self.score,
-            "snapshot": self.snapshot.model_dump(mode="json", by_alias=True),
+            **score,
+            "snapshot": self.snapshot_json,
             "first_seen_at": self.first_seen_at,
             "partition": self.partition,
             "next_due_at": self.next_due_at,
@@ -288,13 +319,10 @@ class CustomerState:
 
 @dataclass
 class Evidence:
-    """What a snapshot says about label windows: activity at `at`; `seen` is when the
-    previous snapshot was taken; `known` whether `at` is the only activity since then."""
+    """A customer-initiated event at `at`; `late` when the partition's clock had passed it."""
 
     customer_id: str
     at: datetime
-    seen: datetime
-    known: bool
     late: bool = False
 
 
@@ -305,7 +333,6 @@ class Resolved:
     activity: int = 0
     corrected: int = 0
     horizon: int = 0
-    ambiguous: int = 0
     closure: int = 0
 
 
@@ -322,13 +349,14 @@ class ScoringStore:
     treatments: list[tuple[str, datetime]] = field(default_factory=list)
     resolved: Resolved = field(default_factory=Resolved)
     metrics: ScoringMetrics | None = None
+    clock: Any = None  # services.scoring.sweep.Clock: how far activity is known
     scored: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ reading state
 
     async def prepare(self, events: Sequence[EnvelopeBase]) -> None:
-        """Load the state of every customer the batch's profile updates touch, in one query."""
-        wanted = {e.customer_id for e in events if e.event_type == "profile.updated"}
+        """Load the state of every customer the batch's handlers touch, in one query."""
+        wanted = {e.customer_id for e in events if _stateful(e)}
         await self._load([c for c in wanted if c not in self.states])
 
     async def _load(self, ids: list[str]) -> None:
@@ -422,21 +450,18 @@ class ScoringStore:
             was = (await conn.execute(_NEGATIVE, {"ids": ids, "ats": ats})).scalars().all()
             self.resolved.activity += len(was)
             self.resolved.corrected += sum(1 for w in was if w is not None)
-            beyond = (await conn.execute(_BEYOND, {
-                "ids": ids, "ats": ats, "seen": [e.seen for e in evidence],
-                "known": [e.known for e in evidence],
-            })).scalars().all()
-            self.resolved.horizon += sum(1 for o in beyond if o == "horizon")
-            self.resolved.ambiguous += sum(1 for o in beyond if o == "ambiguous")
+            beyond = await conn.execute(_BEYOND, {"ids": ids, "ats": ats})
+            self.resolved.horizon += beyond.rowcount or 0
             late = [e for e in evidence if e.late]
             if late:
                 await conn.execute(_LATE_LEARNT, {"ids": [e.customer_id for e in late],
                                                   "ats": [e.at for e in late]})
         if self.closures:
             closures, self.closures = self.closures, []
-            result = await conn.execute(_CLOSURE, {"ids": [c for c, _ in closures],
-                                                   "ats": [a for _, a in closures]})
+            params = {"ids": [c for c, _ in closures], "ats": [a for _, a in closures]}
+            result = await conn.execute(_CLOSURE, params)
             self.resolved.closure += result.rowcount or 0
+            await conn.execute(_AFTER_CLOSURE, params)
         self._report_resolved()
         if self.treatments:
             treatments, self.treatments = self.treatments, []
@@ -459,7 +484,7 @@ class ScoringStore:
     def _report_resolved(self) -> None:
         if self.metrics is None:
             return
-        for outcome in ("activity", "corrected", "horizon", "ambiguous", "closure"):
+        for outcome in ("activity", "corrected", "horizon", "closure"):
             n = getattr(self.resolved, outcome)
             if n:
                 self.metrics.resolved.labels(outcome).inc(n)
@@ -487,7 +512,7 @@ class ScoringStore:
         """Scored customers first seen on or before `seen_by`, in customer_id order."""
         query = (
             sa.select(scores.c.customer_id, scores.c.snapshot, scores.c.memory)
-            .where(scores.c.first_seen_at <= seen_by)
+            .where(scores.c.first_seen_at <= seen_by, scores.c.snapshot.isnot(None))
             .order_by(scores.c.customer_id)
             .limit(limit)
         )
@@ -505,21 +530,21 @@ class ScoringStore:
         return [dict(r._mapping) for r in rows]
 
 
-async def label_counts(conn: AsyncConnection) -> dict[str, Any]:
+async def pending_counts(conn: AsyncConnection) -> dict[str, Any]:
+    """Samples waiting for their label, and resolved ones waiting to be learnt."""
     pending = (await conn.execute(sa.text(
         "SELECT count(*) FILTER (WHERE outcome IS NULL) AS open, "
         "count(*) FILTER (WHERE outcome IS NOT NULL) AS resolved FROM pending_samples"
     ))).one()
+    return {"pending": pending.open, "resolved_not_learnt": pending.resolved}
+
+
+async def label_counts(conn: AsyncConnection) -> dict[str, Any]:
+    """Pending counts and the record of resolved labels (for the model card)."""
     learnt = (await conn.execute(sa.text(
         "SELECT count(*) FILTER (WHERE learnt_in IS NOT NULL) AS learnt, "
         "count(*) FILTER (WHERE treated) AS treated, "
         "count(*) FILTER (WHERE label) AS positive, "
-        "count(*) FILTER (WHERE late_correction) AS late_corrections, "
-        "count(*) FILTER (WHERE outcome = 'ambiguous') AS ambiguous FROM labels"
+        "count(*) FILTER (WHERE late_correction) AS late_corrections FROM labels"
     ))).one()
-    return {"pending": pending.open, "resolved_not_learnt": pending.resolved,
-            **dict(learnt._mapping)}
-
-
-def ids_of(rows: Iterable[Any]) -> list[int]:
-    return [int(r["id"]) for r in rows]
+    return {**await pending_counts(conn), **dict(learnt._mapping)}

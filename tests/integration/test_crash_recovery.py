@@ -73,6 +73,7 @@ async def test_profile_killed_mid_stream_loses_nothing_and_duplicates_no_effect(
     assert last_state == dict(expected), "the last snapshot per customer is the final state"
 
     # Downstream: scoring consumes the outputs, wire duplicates included, and applies each once.
+    # (It also reads the transactions themselves, as activity evidence: each once too.)
     async with ns.service("scoring") as scoring:
         async def consumed_all() -> bool:
             # processed + dropped-as-duplicate covers every message on the wire
@@ -80,16 +81,17 @@ async def test_profile_killed_mid_stream_loses_nothing_and_duplicates_no_effect(
             seen = sum(
                 float(line.rsplit(" ", 1)[1])
                 for line in text.splitlines()
-                if line.startswith(("tenure_scoring_events_processed_total",
+                if line.startswith(('tenure_scoring_events_processed_total{event_type="profile.',
                                     "tenure_scoring_events_duplicate_total"))
             )
-            return seen >= len(ids)
+            causes = await ns.sql("scoring", "SELECT count(*) FROM inbox")
+            return seen >= len(ids) and causes[0][0] >= len(distinct) + EVENTS
 
         await eventually(consumed_all, timeout=60, what="scoring consumed every output")
         history = await ns.sql("scoring", "SELECT count(*) FROM score_history")
         assert history[0][0] == len(distinct)
         causes = await ns.sql("scoring", "SELECT count(*) FROM inbox")
-        assert causes[0][0] == len(distinct)
+        assert causes[0][0] == len(distinct) + EVENTS
 
 
 async def _at_least(probe, n: int) -> bool:  # type: ignore[no-untyped-def]

@@ -1,6 +1,10 @@
 """Scoring's labels against the real broker and database: negative at the first activity,
 positive when the partition's clock passes t + H, positive at closure, late activity, the
-sampling bound, treated customers, and time-driven re-scores with deterministic ids."""
+sampling bound, treated customers, and time-driven re-scores with deterministic ids.
+
+Activity is the customer's own events (here card purchases); time moves with the activity
+topics' watermark (a "clock" customer on the same partition); snapshots come from
+profile.updated."""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ from shared.events import (
     ProfileUpdated,
     derived_event_id,
 )
+from services.scoring.learner import Learner
 from shared.kit import partition_of
+from tests.support import factories as f
 from tests.support.platform import Namespace, eventually
 
 T0 = datetime(2025, 1, 6, 12, tzinfo=UTC)
@@ -68,6 +74,18 @@ async def publish(ns: Namespace, *events: ProfileUpdated) -> None:
         await ns.publish("tenure.profile-updates.v1", e)
 
 
+async def act(
+    ns: Namespace, cid: str, at: datetime, *, by: str = "customer",
+    last_activity: datetime | None = None, snapshot: bool = True,
+) -> None:
+    """A transaction (the customer's own activity, or the bank's, which only moves time),
+    followed by the snapshot profile would emit for it."""
+    await ns.publish("tenure.transactions.v1", f.transaction(cid, at, initiated_by=by))
+    if snapshot:
+        last = at if by == "customer" else last_activity
+        await publish(ns, update(cid, at, last_activity=last))
+
+
 async def samples(ns: Namespace, cid: str) -> list[Any]:
     return await ns.sql(
         "scoring",
@@ -84,13 +102,13 @@ async def test_labels_resolve_at_activity_horizon_and_closure_and_late_activity_
     ns: Namespace,
 ) -> None:
     active, silent, closing, late, clock = ids_on(0, "LBL-", 5)
-    async with ns.service("scoring", run_learner=False, **FAST):
-        first = [update(c, T0, last_activity=T0) for c in (active, silent, closing, late, clock)]
-        await publish(ns, *first)
+    async with ns.service("scoring", run_learner=False, **FAST) as svc:
+        for c in (active, silent, closing, late, clock):
+            await act(ns, c, T0)
+        await eventually(lambda: processed(ns, 10), what="first events")
         # The clock customer moves the partition's event time: everyone's first weekly
         # point (T0 + 7) is taken with what was known then.
-        await publish(ns, update(clock, T0 + 10 * DAY, last_activity=T0 + 10 * DAY, txns=2))
-        await eventually(lambda: processed(ns, 6), what="first updates")
+        await act(ns, clock, T0 + 10 * DAY)
 
         async def first_points() -> bool:
             return all([len(await samples(ns, c)) == 1 for c in (active, silent, closing, late)])
@@ -100,11 +118,8 @@ async def test_labels_resolve_at_activity_horizon_and_closure_and_late_activity_
         assert s.sampled_at == T0 + 7 * DAY and s.horizon_end == T0 + 97 * DAY
         assert s.outcome is None and s.weight == 1.0
 
-        # Activity: negative at the first activity in (t, t + H].
-        await publish(ns, update(active, T0 + 20 * DAY, last_activity=T0 + 20 * DAY, txns=2))
-        # Closure: every account closed -> positive at closure.
-        await publish(ns, update(closing, T0 + 30 * DAY, last_activity=T0, products={},
-                                 closed=1))
+        # Activity: negative at the first activity in (t, t + H]; it also moves the clock.
+        await act(ns, active, T0 + 20 * DAY)
 
         async def resolved(cid: str, outcome: str) -> Any:
             rows = await samples(ns, cid)
@@ -112,32 +127,53 @@ async def test_labels_resolve_at_activity_horizon_and_closure_and_late_activity_
 
         neg = await eventually(lambda: resolved(active, "activity"), what="negative")
         assert neg.label is False and neg.resolved_at == T0 + 20 * DAY
+        # Closure: every account closed -> positive at closure, for every point before it.
+        await publish(ns, update(closing, T0 + 30 * DAY, last_activity=T0, products={},
+                                 closed=1))
         pos = await eventually(lambda: resolved(closing, "closure"), what="closure")
         assert pos.label is True and pos.resolved_at == T0 + 30 * DAY
-        # Points before the closure event were caught up with what was known then (T0 + 7,
-        # 14, 21, 28); every one of them resolves at the closure.
         before = await samples(ns, closing)
-        assert [r.sampled_at for r in before] == [T0 + d * DAY for d in (7, 14, 21, 28)]
+        assert [r.sampled_at for r in before] == [T0 + 7 * DAY, T0 + 14 * DAY]
         assert {(r.outcome, r.resolved_at) for r in before} == {("closure", T0 + 30 * DAY)}
 
         # Horizon: the clock passes T0 + 97 with no activity from `silent` or `late`.
-        await publish(ns, update(clock, T0 + 98 * DAY, last_activity=T0 + 98 * DAY, txns=3))
+        await act(ns, clock, T0 + 98 * DAY)
         horizon = await eventually(lambda: resolved(silent, "horizon"), what="horizon")
         assert horizon.label is True and horizon.resolved_at == T0 + 97 * DAY
         await eventually(lambda: resolved(late, "horizon"), what="horizon for late")
-        assert len(await samples(ns, closing)) == 4, "a closed customer is no longer sampled"
+        assert len(await samples(ns, closing)) == 2, "a closed customer is no longer sampled"
 
         # A late event: activity at T0 + 50 arrives after the clock passed the window's end.
         # The positive was not learnt yet, so the label is corrected to negative.
-        await publish(ns, update(late, T0 + 50 * DAY, last_activity=T0 + 50 * DAY, txns=2))
+        await act(ns, late, T0 + 50 * DAY, snapshot=False)
         corrected = await eventually(lambda: resolved(late, "activity"), what="correction")
         assert corrected.label is False and corrected.resolved_at == T0 + 50 * DAY
 
+        # Once learnt, a label cannot be unlearnt: a late activity is recorded against it.
+        runtime = svc.runtime
+        learner = Learner(runtime.settings, runtime.engine, runtime.scoring.holder,
+                          runtime.scoring.metrics)
+        async with runtime.engine.connect() as conn:
+            assert await learner.round(conn) > 0
+        await act(ns, silent, T0 + 60 * DAY, snapshot=False)
+
+        async def flagged() -> Any:
+            rows = await ns.sql("scoring", "SELECT sampled_at, late_correction FROM labels "
+                                           "WHERE customer_id = :c ORDER BY sampled_at", c=silent)
+            return rows if rows and rows[0].late_correction else None
+
+        learnt = await eventually(flagged, what="the late correction recorded")
+        assert learnt[0].sampled_at == T0 + 7 * DAY
+
         # Weekly points while recent, then rarer as silence grows (a quarter of it).
-        points = [r.sampled_at for r in await samples(ns, silent)]
+        points = [r.sampled_at for r in await ns.sql(
+            "scoring", "SELECT sampled_at FROM labels WHERE customer_id = :c UNION ALL "
+            "SELECT sampled_at FROM pending_samples WHERE customer_id = :c ORDER BY 1", c=silent)]
         gaps = [(b - a).days for a, b in itertools.pairwise(points)]
         assert gaps[:3] == [7, 7, 7] and gaps == sorted(gaps) and max(gaps) <= 28
-        weights = [r.weight for r in await samples(ns, silent)]
+        weights = [r.weight for r in await ns.sql(
+            "scoring", "SELECT weight FROM labels WHERE customer_id = :c UNION ALL "
+            "SELECT weight FROM pending_samples WHERE customer_id = :c", c=silent)]
         assert max(weights) > 1.0, "thinned points stand for the time they cover"
 
     # Time-driven scores carry deterministic ids from the customer and the point's time.
@@ -156,23 +192,32 @@ async def test_labels_resolve_at_activity_horizon_and_closure_and_late_activity_
 async def test_pending_samples_stay_bounded_with_many_updates_per_customer(
     ns: Namespace,
 ) -> None:
-    """Daily updates for 200 days (bank postings, no customer activity): at most one open
-    sample per customer per period, however many updates arrive."""
+    """A profile update and a bank posting every day for 200 days, no activity of their own:
+    at most one open sample per customer per period, however many updates arrive."""
     customers = ids_on(1, "BND-", 4)
     async with ns.service("scoring", run_learner=False, **FAST):
-        events = []
-        for day in range(200):
+        for cid in customers:
+            await act(ns, cid, T0)
+        events = 0
+        for day in range(1, 200):
             for n, cid in enumerate(customers):
-                events.append(update(cid, T0 + day * DAY + n * timedelta(minutes=1),
-                                     last_activity=T0, txns=1 + day))
-        await publish(ns, *events)
-        await eventually(lambda: processed(ns, len(events)), timeout=90, what="all updates")
-        rows = await ns.sql(
-            "scoring",
-            "SELECT customer_id, count(*) FILTER (WHERE outcome IS NULL), count(*) "
-            "FROM pending_samples GROUP BY customer_id")
+                at = T0 + day * DAY + n * timedelta(minutes=1)
+                await act(ns, cid, at, by="bank", last_activity=T0)
+                events += 2
+        await eventually(lambda: processed(ns, events + 2 * len(customers)), timeout=120,
+                         what="all updates")
+
+        async def counts() -> list[Any] | None:
+            rows = await ns.sql(
+                "scoring",
+                "SELECT customer_id, count(*) FILTER (WHERE outcome IS NULL), count(*), "
+                "max(sampled_at) FROM pending_samples GROUP BY customer_id")
+            done = len(rows) == len(customers) and all(
+                r.max >= T0 + 170 * DAY for r in rows)
+            return rows if done else None
+
+        rows = await eventually(counts, what="points up to the end")
     bound = 90 // 7 + 1
-    assert {r.customer_id for r in rows} == set(customers)
     for r in rows:
         assert r[1] <= bound, f"{r[1]} open samples for one customer (bound {bound})"
         assert r[2] < 60, "one sample per period at most, not one per update"
@@ -181,8 +226,9 @@ async def test_pending_samples_stay_bounded_with_many_updates_per_customer(
 async def test_treated_customers_labels_are_recorded(ns: Namespace) -> None:
     cid, clock = ids_on(2, "TRT-", 2)
     async with ns.service("scoring", run_learner=False, **FAST):
-        await publish(ns, update(cid, T0, last_activity=T0), update(clock, T0, last_activity=T0))
-        await publish(ns, update(clock, T0 + 10 * DAY, last_activity=T0 + 10 * DAY))
+        await act(ns, cid, T0)
+        await eventually(lambda: processed(ns, 2), what="first events")
+        await act(ns, clock, T0 + 10 * DAY)
         await eventually(lambda: samples(ns, cid), what="a sample")
         decided = EngagementDecided(
             event_id=uuid.uuid4(), customer_id=cid, occurred_at=T0 + 12 * DAY,

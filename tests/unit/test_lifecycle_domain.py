@@ -337,3 +337,27 @@ def test_a_snapshot_computed_before_a_salary_was_ingested_does_not_stop_the_sala
     step = walk(start, facts, day(80))
     assert moves(step) == []
     assert step.position.facts.last_salary_at == day(55).replace(hour=0)
+
+
+def test_at_risk_when_spending_falls_sharply() -> None:
+    start = in_stage("active", day(90), opened(day(0)))
+    fallen = snap(day(100), frequency_90=24, frequency_30=2)
+    assert moves(walk(start, [fallen], day(101))) == [
+        ("active", "at_risk", "at_risk_decline", day(100))
+    ]
+    assert walk(start, [fallen], day(101)).transitions[0].evidence["usage_fallen"] is True
+    steady = snap(day(100), frequency_90=24, frequency_30=7)
+    assert moves(walk(start, [steady], day(101))) == []
+
+
+def test_time_is_not_judged_past_a_fact_that_waits() -> None:
+    # Day 150's activity is known but may not be applied yet (a slower topic): dormancy on
+    # day 100 may fire, nothing after day 150 may.
+    start = in_stage("active", day(0), opened(day(0)))
+    step = advance(start, [snap(day(150))], fact_limit=day(120), timer_limit=day(400),
+                   rules=RULES)
+    assert moves(step) == [("active", "dormant", "dormant_after_inactivity", day(90))]
+    assert step.position.at == day(150) - timedelta(microseconds=1)
+    rest = advance(step.position, step.pending, fact_limit=day(400), timer_limit=day(400),
+                   rules=RULES)
+    assert moves(rest)[0] == ("dormant", "active", "reactivated", day(150))

@@ -21,6 +21,11 @@ def upgrade() -> None:
             ADD COLUMN memory jsonb NOT NULL DEFAULT '{}'::jsonb
         """
     )
+    # A customer is known from their first event (raw activity may come before profile's
+    # first snapshot): the score columns are empty until they are scored.
+    for column in ("probability", "band", "model", "model_version", "cold_start", "reasons",
+                   "features", "snapshot", "as_of", "event_id"):
+        op.execute(f"ALTER TABLE scores ALTER COLUMN {column} DROP NOT NULL")
     # The sweep: who is due on a partition by event time.
     op.execute(
         "CREATE INDEX scores_due ON scores (partition, next_due_at) WHERE next_due_at IS NOT NULL"
@@ -44,7 +49,7 @@ def upgrade() -> None:
             outcome text,
             resolved_at timestamptz,
             -- wall-clock time the outcome was last set: the learner lets it settle first
-            recorded_at timestamptz,
+            recorded_at timestamptz NOT NULL DEFAULT now(),
             UNIQUE (customer_id, sampled_at)
         )
         """
