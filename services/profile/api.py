@@ -17,6 +17,7 @@ from services.profile.tags import InvalidRules, load_rules
 from services.profile.view import compute_view
 from shared.auth import Principal, require
 from shared.events import CustomerErased, ErasureRequest, derived_event_id
+from shared.keys import privacy_schema
 from shared.kit import UnitOfWork, partition_of
 from shared.settings import INPUT_TOPICS
 
@@ -48,10 +49,17 @@ def _in_book(principal: Principal, customer: dict[str, Any]) -> None:
         raise HTTPException(403, "this customer is not in your book")
 
 
-async def _personal_data(request: Request, conn: Any, customer_id: str,
-                         unmasked: bool) -> dict[str, Any]:
-    protection = _runtime(request).protection
-    tokens = await views.pii_of(conn, customer_id)
+async def _audit_read(conn: Any, principal: Principal, action: str, customer_id: str | None,
+                      purpose: str | None, detail: dict[str, Any]) -> None:
+    """Every read of profiles by a person is audited: who, what and why (X-Purpose)."""
+    if principal.kind == "person":
+        await views.audit(conn, subject=principal.subject, kind=principal.kind, action=action,
+                          customer_id=customer_id, purpose=purpose, detail=detail)
+
+
+def _personal_data(runtime: Any, tokens: dict[str, bytes], customer_id: str,
+                   unmasked: bool) -> dict[str, Any]:
+    protection = runtime.protection
     out: dict[str, Any] = {}
     for field, token in tokens.items():
         value = protection.cipher.decrypt(token, field=field, customer_id=customer_id)
@@ -76,22 +84,23 @@ async def get_customer(
     if as_of is not None and as_of.tzinfo is None:
         raise HTTPException(422, "as_of lacks a UTC offset")
     runtime = _runtime(request)
-    async with runtime.engine.begin() as conn:
-        loaded = await ProfileStore(conn).load([customer_id])
-        customer = loaded.get(customer_id)
-        if customer is None:
+    # Reads need no transaction (each statement is its own snapshot under READ COMMITTED
+    # anyway): autocommit saves the BEGIN and COMMIT round trips.
+    async with runtime.engine.connect() as raw:
+        conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
+        found = await views.bundle(conn, customer_id)
+        if found is None:
             raise HTTPException(404, f"customer {customer_id!r} is not known to profile")
+        customer = found.customer
         _in_book(principal, customer)
         when = as_of or _watermark(runtime, customer) or customer.get("last_event_at")
         figures = await views.figures(conn, {customer_id: when.date()})
-        complaints = (await views.complaints_of(conn, [customer_id]))[customer_id]
-        population = await views.population(conn)
-        personal = await _personal_data(request, conn, customer_id, principal.has("pii:read"))
+        personal = _personal_data(runtime, found.pii, customer_id, principal.has("pii:read"))
         birth = None
         if "birth_date" in personal and not personal["masked"]:
             birth = date.fromisoformat(personal["birth_date"])
-        view = compute_view(customer, when, figures.get(customer_id), complaints, population,
-                            birth)
+        view = compute_view(customer, when, figures.get(customer_id), found.complaints,
+                            found.population, birth)
         if principal.kind == "person":
             await views.audit(conn, subject=principal.subject, kind=principal.kind,
                               action="read_profile", customer_id=customer_id, purpose=purpose,
@@ -164,14 +173,17 @@ async def get_timeline(
     request: Request,
     customer_id: CustomerIdPath,
     principal: Annotated[Principal, require("profile:read")],
+    purpose: Purpose = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
 ) -> dict[str, Any]:
-    async with _runtime(request).engine.connect() as conn:
+    async with _runtime(request).engine.begin() as conn:
         loaded = await ProfileStore(conn).load([customer_id])
         if customer_id not in loaded:
             raise HTTPException(404, f"customer {customer_id!r} is not known to profile")
         _in_book(principal, loaded[customer_id])
         rows = await views.timeline_of(conn, customer_id, limit)
+        await _audit_read(conn, principal, "read_timeline", customer_id, purpose,
+                          {"events": len(rows)})
     return {
         "customer_id": customer_id,
         "events": [
@@ -195,11 +207,12 @@ async def list_customers(
     national_id: Annotated[str | None, Query(max_length=64)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    purpose: Purpose = None,
 ) -> dict[str, Any]:
     runtime = _runtime(request)
     after = _decode_cursor(cursor)
     only: list[str] | None = None
-    async with runtime.engine.connect() as conn:
+    async with runtime.engine.begin() as conn:
         for kind, value in (("phone", phone), ("national_id", national_id)):
             if value is not None:
                 try:
@@ -208,12 +221,16 @@ async def list_customers(
                     raise HTTPException(422, f"{kind} is not a usable {kind}") from None
                 found = await views.find_by_index(conn, kind, digest)
                 only = found if only is None else [c for c in only if c in found]
-        book = None
-        if principal.kind == "person" and principal.rm_id and not principal.has("profile:all-books"):
-            book = principal.rm_id
+        book = principal.book("profile")
         rows = await views.page(conn, segment=segment, tier=tier, tag=tag, stage=stage,
                                 min_churn=min_churn, only=only, rm_id=book, after=after,
                                 limit=limit)
+        # The filters' names, never their values (a phone number is personal data).
+        await _audit_read(conn, principal, "list_customers", None, purpose, {
+            "filters": sorted(k for k, v in (("segment", segment), ("tier", tier), ("tag", tag),
+                              ("stage", stage), ("min_churn", min_churn), ("phone", phone),
+                              ("national_id", national_id)) if v is not None),
+            "returned": len(rows)})
     return {
         "items": [
             {**r, "clv": r["clv"], "last_activity_at": r["last_activity_at"]} for r in rows
@@ -275,7 +292,8 @@ async def erase_customer(
     runtime = _runtime(request)
     now = datetime.now(UTC)
     async with runtime.engine.begin() as conn:
-        existed = await views.erase(conn, customer_id, now)
+        existed = await views.erase(conn, customer_id, now, privacy_schema=privacy_schema(
+            request.app.state.settings.schema_prefix))
         await views.audit(conn, subject=principal.subject, kind=principal.kind,
                           action="erase", customer_id=customer_id, purpose=purpose,
                           detail={"existed": existed})

@@ -3,9 +3,12 @@ erasure. SQL that aggregates in PostgreSQL, so no request scans every profile.""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -74,6 +77,72 @@ async def complaints_of(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, 
     for r in rows:
         out[r.customer_id].append(dict(r._mapping))
     return out
+
+
+# The customer view's reads in one round trip (one statement, so one snapshot): the customer
+# row, and as JSON beside it their accounts, complaints, encrypted personal-data tokens and the
+# population histograms. A GET then costs two statements (this and the windowed figures).
+_BUNDLE = sa.text(
+    """
+    SELECT c.*,
+      (SELECT CAST(coalesce(json_agg(to_jsonb(a) ORDER BY a.account_id), '[]') AS text)
+         FROM accounts a WHERE a.customer_id = c.customer_id) AS bundle_accounts,
+      (SELECT CAST(coalesce(json_agg(to_jsonb(k) ORDER BY k.opened_at), '[]') AS text)
+         FROM complaints k WHERE k.customer_id = c.customer_id) AS bundle_complaints,
+      (SELECT CAST(coalesce(json_object_agg(p.field, encode(p.token, 'base64')), '{}') AS text)
+         FROM customer_pii p WHERE p.customer_id = c.customer_id) AS bundle_pii,
+      (SELECT CAST(coalesce(json_agg(json_build_array(measure, bucket, customers)), '[]')
+                   AS text)
+         FROM population WHERE customers > 0) AS bundle_population
+    FROM customers c WHERE c.customer_id = :id
+    """
+).columns(**{c.name: c.type for c in customers.c})  # by name: JSONB columns decoded
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """What the customer view reads of one customer (and the population's histograms)."""
+
+    customer: dict[str, Any]  # the customers row, with "accounts" as ProfileStore.load gives
+    complaints: list[dict[str, Any]]
+    pii: dict[str, bytes]
+    population: dict[str, dict[int, int]]
+
+
+def _typed(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:
+    """A row that PostgreSQL rendered as JSON, back in the types the table's columns give."""
+    out: dict[str, Any] = {}
+    for column in table.c:
+        value = row.get(column.name)
+        if value is not None:
+            if isinstance(column.type, sa.DateTime):
+                value = datetime.fromisoformat(value)
+            elif isinstance(column.type, sa.Numeric) and not isinstance(column.type, sa.Float):
+                value = Decimal(value) if not isinstance(value, Decimal) else value
+        out[column.name] = value
+    return out
+
+
+async def bundle(conn: AsyncConnection, customer_id: str) -> Bundle | None:
+    """One customer's row, accounts, complaints, personal-data tokens and the population."""
+    row = (await conn.execute(_BUNDLE, {"id": customer_id})).mappings().first()
+    if row is None:
+        return None
+    data = dict(row)
+    accounts_json = json.loads(data.pop("bundle_accounts"), parse_float=Decimal)
+    complaints_json = json.loads(data.pop("bundle_complaints"))
+    pii_json = json.loads(data.pop("bundle_pii"))
+    population_json = json.loads(data.pop("bundle_population"))
+    data["accounts"] = [_typed(accounts, a) for a in accounts_json]
+    population_out: dict[str, dict[int, int]] = {}
+    for measure, b, n in population_json:
+        population_out.setdefault(measure, {})[int(b)] = int(n)
+    return Bundle(
+        customer=data,
+        complaints=[_typed(complaints, k) for k in complaints_json],
+        pii={f: base64.b64decode(t) for f, t in pii_json.items() if t is not None},
+        population=population_out,
+    )
 
 
 _POPULATION = sa.text("SELECT measure, bucket, customers FROM population WHERE customers > 0")
@@ -186,8 +255,14 @@ async def audit(
     )
 
 
-async def erase(conn: AsyncConnection, customer_id: str, at: datetime) -> bool:
-    """Remove everything profile keeps about the customer; remember the id (replays)."""
+async def erase(
+    conn: AsyncConnection, customer_id: str, at: datetime, *, privacy_schema: str | None = None
+) -> bool:
+    """Remove everything profile keeps about the customer; remember the id (replays).
+
+    With `privacy_schema`, the customer's data key is shredded in the same transaction, so
+    every sealed copy of their personal data on topics and in the DLQ becomes unreadable.
+    """
     existed = bool(
         await conn.scalar(sa.select(sa.func.count()).where(customers.c.customer_id == customer_id))
     )
@@ -206,6 +281,10 @@ async def erase(conn: AsyncConnection, customer_id: str, at: datetime) -> bool:
         ),
         {"c": customer_id, "t": at},
     )
+    if privacy_schema is not None:
+        from shared.keys import shred
+
+        await shred(conn, privacy_schema, customer_id)
     return existed
 
 
