@@ -185,9 +185,13 @@ def evidence(rule: Rule, values: Mapping[str, Any], rules: RuleSet) -> dict[str,
     return out
 
 
-def next_due(p: Position, rules: RuleSet) -> datetime | None:
+def next_due(
+    p: Position, rules: RuleSet, *, waiting_from: datetime | None = None
+) -> datetime | None:
     """The earliest event time after `p.at` at which a clock crossing can make a rule out of
-    the customer's stage come true; None if no clock can."""
+    the customer's stage come true; None if no clock can, or if a fact known to wait (at
+    `waiting_from`) comes first: time is not judged past it until it is applied, so the
+    customer is found again through its waiting fact, not through the clock."""
     best: datetime | None = None
     for threshold in rules.thresholds(p.stage):
         anchor = p.anchor(threshold.clock)
@@ -201,6 +205,8 @@ def next_due(p: Position, rules: RuleSet) -> datetime | None:
             due += JUST_AFTER
         if (p.at is None or due > p.at) and (best is None or due < best):
             best = due
+    if best is not None and waiting_from is not None and best >= waiting_from:
+        return None
     return best
 
 
@@ -212,10 +218,16 @@ def advance(
     timer_limit: datetime | None,
     rules: RuleSet,
     capture_at: datetime | None = None,
+    waiting_from: datetime | None = None,
 ) -> Step:
     """Walk a customer forward: apply the facts up to `fact_limit` in event-time order (a
     fact older than the position counts as of the position), firing clock crossings between
     them, then clock crossings up to `timer_limit`. `position` is not modified.
+
+    Clock crossings never fire at or past a fact that is known but not applied yet: one
+    beyond `fact_limit`, or one waiting elsewhere from `waiting_from` (in the facts log,
+    not passed in). Such a fact changes the customer at its time, so a crossing after it
+    would have to be withdrawn once it is applied.
 
     `capture_at` asks for a copy of the position as it stood once everything through that
     time was applied (a checkpoint to replay late facts from)."""
@@ -244,10 +256,11 @@ def advance(
             p.facts.apply(fact)
         p.at = when
         out += _chain(p, when, rules, cause=group[-1].event_id)
-    if pending and timer_limit is not None:
+    waits = [t for t in (pending[0].at if pending else None, waiting_from) if t is not None]
+    if waits and timer_limit is not None:
         # A fact known but not yet applicable changes the customer at its time: time is not
         # judged past it until it is applied.
-        timer_limit = min(timer_limit, pending[0].at - JUST_AFTER)
+        timer_limit = min(timer_limit, min(waits) - JUST_AFTER)
     if capture_at is not None and captured is None and (
         timer_limit is not None and timer_limit >= capture_at
     ):

@@ -99,12 +99,14 @@ async def advance_customers(
         start = row.log_start or min((f.at for f in facts), default=None)
         try:
             if how == "forward":
+                # Facts that still wait in the log were not read (none is applicable yet):
+                # the walk must not judge time past the earliest of them either.
+                unread = row.pending_from if cid not in since else None
                 step = advance(row.position, facts, fact_limit=limits.facts or NOTHING,
-                               timer_limit=limits.timers, rules=ctx.rules)
+                               timer_limit=limits.timers, rules=ctx.rules, waiting_from=unread)
                 waiting = _earliest(step.pending)
-                if cid not in since and row.pending_from is not None:
-                    # Earlier facts still wait in the log (not read: none is due yet).
-                    waiting = min(waiting or row.pending_from, row.pending_from)
+                if unread is not None:
+                    waiting = min(waiting or unread, unread)
                 result = _Result(row, step, [], [], start, waiting)
                 if row.legacy:
                     # Its stored history is the base late facts replay from.
@@ -194,7 +196,10 @@ async def _write(
             position=step.position,
             base=step.captured or r.base,
             pending_from=r.pending_from,
-            next_due_at=next_due(step.position, ctx.rules),
+            # A customer with a waiting fact before its next threshold is found again by
+            # the waiting sweep once that fact applies (the due sweep would find it early
+            # and could not move it).
+            next_due_at=next_due(step.position, ctx.rules, waiting_from=r.pending_from),
             log_start=step.captured.at if step.captured is not None else r.log_start,
         )
         seq = row.history_seq
