@@ -5,21 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.auth import TokenVerifier
 from shared.kit import EventConsumer
 from shared.logs import configure_logging
 from shared.metrics import KitMetrics
 from shared.outbox import OutboxRelay
+from shared.ratelimit import RateLimiter
 from shared.settings import ServiceSettings
 
 log = logging.getLogger("tenure.app")
@@ -125,12 +129,24 @@ def create_service_app(
 
     app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
     app.state.settings = settings
+    # Built here, not per request: a misconfigured identity provider fails at start-up, and
+    # the JWKS cache and the rate buckets live as long as the app.
+    app.state.verifier = TokenVerifier(settings)
+    app.state.rate_limiter = RateLimiter(
+        rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+    )
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        max_query_bytes=settings.max_query_bytes,
+    )
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": settings.service_name}
 
-    @app.get("/readyz", tags=["ops"], summary="Readiness: database, Kafka, consumers")
+    @app.get("/readyz", tags=["ops"], summary="Readiness: database, Kafka, consumers",
+             responses={503: {"description": "Not ready (the checks say why)"}})
     async def readyz(request: Request) -> Response:
         checks = await request.app.state.runtime.readiness()
         ready = checks.get("database") == "ok" and checks.get("consumers", "ok") == "ok"
@@ -139,7 +155,8 @@ def create_service_app(
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=True)
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=True,
+             response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
         registry = request.app.state.runtime.metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -165,10 +182,157 @@ def create_service_app(
 
     @app.exception_handler(Exception)
     async def internal_problem(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", extra={"reason": type(exc).__name__})
-        return problem(500, "Internal error", "the error was logged; no details are returned")
+        _log_unhandled(exc)
+        return _internal_error()
 
+    _document_problems(app)
     return app
+
+
+def _internal_error() -> JSONResponse:
+    return problem(500, "Internal error", "the error was logged; no details are returned")
+
+
+def _log_unhandled(exc: BaseException) -> None:
+    """Log where it failed (file, line, function), not the message: an exception's text may
+    carry the values (personal data) that caused it."""
+    frames = [f"{f.filename}:{f.lineno} in {f.name}"
+              for f in traceback.extract_tb(exc.__traceback__)[-8:]]
+    log.error("unhandled error", extra={"reason": type(exc).__name__, "frames": frames})
+
+
+class RequestGuard:
+    """Bounds on what a request may bring, and the last line against unhandled errors.
+
+    A query string longer than `max_query_bytes` gets 414 and a body longer than
+    `max_body_bytes` 413 (by Content-Length up front, or counted as it streams in), both as
+    problem+json. An exception that no handler took becomes a 500 problem without its text
+    or stack trace, and is not re-raised to the server (whose log would print the text).
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_query_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_query_bytes = max_query_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if len(scope.get("query_string", b"")) > self.max_query_bytes:
+            await self._reply(send, scope, problem(
+                414, "URI Too Long", f"the query string exceeds {self.max_query_bytes} bytes"))
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._reply(send, scope, self._too_large())
+            return
+        received = 0
+        started = False
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    # FastAPI re-raises its HTTPException from body reading: a 413 problem.
+                    raise HTTPException(413, self._too_large_detail())
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, bounded_receive, tracked_send)
+        except Exception as exc:  # noqa: BLE001 - the point of this guard
+            _log_unhandled(exc)
+            if not started:
+                await self._reply(send, scope, _internal_error())
+
+    def _too_large_detail(self) -> str:
+        return f"the request body exceeds {self.max_body_bytes} bytes"
+
+    def _too_large(self) -> JSONResponse:
+        return problem(413, "Content Too Large", self._too_large_detail())
+
+    @staticmethod
+    async def _reply(send: Send, scope: Scope, response: Response) -> None:
+        async def nothing() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, nothing, send)
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details; never echoes the request's values",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the service really answers on errors: every
+    error is problem+json (FastAPI's default 422 schema is not what we send), and a secured
+    operation may answer 401, 403 and 429."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        components["Problem"] = PROBLEM_SCHEMA
+        ref = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        secured = {
+            "401": "No valid bearer token (missing, expired, badly signed, wrong audience)",
+            "403": "The token lacks the operation's scope, or the customer is not in its book",
+            "429": "Rate limit of this token exceeded; see Retry-After",
+        }
+        for operation in _operations(schema):
+            responses = operation.setdefault("responses", {})
+            if "ops" in operation.get("tags", []):
+                continue
+            if "422" in responses:
+                responses["422"] = {"description": "The request failed validation",
+                                    "content": ref}
+            if operation.get("security"):
+                for code, description in secured.items():
+                    responses.setdefault(code, {"description": description, "content": ref})
+                responses["429"]["headers"] = {
+                    "Retry-After": {"schema": {"type": "integer"},
+                                    "description": "seconds until the token may call again"}
+                }
+            responses.setdefault(
+                "default", {"description": "Any other error, as problem details", "content": ref}
+            )
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _operations(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    methods = {"get", "put", "post", "delete", "patch", "head", "options"}
+    return [op for item in schema.get("paths", {}).values()
+            for method, op in item.items() if method in methods]
 
 
 def _title(status: int) -> str:

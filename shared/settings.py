@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -45,6 +47,19 @@ class PlatformSettings(BaseSettings):
     partitions: int = Field(6, ge=1, validation_alias=_shared("PARTITIONS"))
     jwt_secret: str = Field(DEV_JWT_SECRET, validation_alias=_shared("JWT_SECRET"))
     jwt_audience: str = Field("tenure", validation_alias=_shared("JWT_AUDIENCE"))
+    # Token verification (docs/security.md): "dev" checks HS256 tokens signed with jwt_secret;
+    # "oidc" checks the bank's identity provider's RS256/ES256 tokens against its JWKS.
+    auth_mode: Literal["dev", "oidc"] = Field("dev", validation_alias=_shared("AUTH_MODE"))
+    oidc_issuer: str = Field("", validation_alias=_shared("OIDC_ISSUER"))
+    oidc_jwks_url: str = Field("", validation_alias=_shared("OIDC_JWKS_URL"))
+    oidc_algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "ES256"], validation_alias=_shared("OIDC_ALGORITHMS")
+    )
+    oidc_jwks_ttl_seconds: float = Field(600.0, gt=0, validation_alias=_shared("OIDC_JWKS_TTL"))
+    oidc_jwks_min_refresh_seconds: float = Field(
+        10.0, ge=0, validation_alias=_shared("OIDC_JWKS_MIN_REFRESH")
+    )
+    oidc_rm_claim: str = Field("rm_id", validation_alias=_shared("OIDC_RM_CLAIM"))
     registered_sources: list[str] = Field(
         default_factory=lambda: [
             "core-banking",
@@ -83,6 +98,11 @@ class ServiceSettings(PlatformSettings):
     outbox_poll_seconds: float = Field(0.2, gt=0)
     outbox_batch: int = Field(1000, ge=1)
     run_consumers: bool = True
+    # HTTP bounds (docs/security.md): a token bucket per principal and per instance, 0 = off.
+    rate_limit_per_second: float = Field(100.0, ge=0)
+    rate_limit_burst: int = Field(200, ge=1)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_query_bytes: int = Field(4096, ge=256)
     log_level: str = "INFO"
 
     @property

@@ -42,6 +42,14 @@ def _rt(request: Request) -> Any:
     return request.app.state.runtime
 
 
+async def _ensure_in_book(store: EngagementStore, principal: Principal,
+                          customer_id: str) -> None:
+    """403 unless a relationship manager's token asks about a customer of their book."""
+    if principal.book("engagement") is not None:
+        contact = await store.contact(customer_id)
+        principal.ensure_in_book("engagement", (contact or {}).get("rm_id"))
+
+
 def _action_view(a: dict[str, Any]) -> dict[str, Any]:
     return {
         "action_id": str(a["action_id"]), "playbook": a["playbook"], "action": a["action"],
@@ -59,6 +67,7 @@ async def get_actions(
 ) -> dict[str, Any]:
     async with _rt(request).engine.connect() as conn:
         store = EngagementStore(conn)
+        await _ensure_in_book(store, principal, customer_id)
         found = await store.actions_of(customer_id)
         consent = await store.consent_of(customer_id)
     return {
@@ -79,6 +88,7 @@ async def next_best_action(
     async with runtime.engine.connect() as conn:
         store = EngagementStore(conn, runtime.registry)
         contact = await store.contact(customer_id)
+        principal.ensure_in_book("engagement", (contact or {}).get("rm_id"))
         if contact is None or not contact.get("stage"):
             return {"customer_id": customer_id, "candidates": [],
                     "why_nothing": "no stage known for this customer yet"}
@@ -221,6 +231,12 @@ async def complete_rm_task(
     if not outcome:
         raise HTTPException(422, "outcome is required (e.g. retained, declined, unreachable)")
     async with _rt(request).engine.begin() as conn:
+        book = principal.book("engagement")
+        if book is not None:
+            owner = await conn.scalar(
+                sa.select(rm_tasks.c.rm_id).where(rm_tasks.c.task_id == task_id))
+            if owner is not None and owner != book:
+                raise HTTPException(403, "this task is not in your book")
         result = await conn.execute(
             rm_tasks.update().where(rm_tasks.c.task_id == task_id, rm_tasks.c.status == "open")
             .values(status="completed", outcome=outcome, completed_at=datetime.now(UTC))
@@ -243,9 +259,11 @@ async def record_outcome(
     if outcome not in OUTCOMES:
         raise HTTPException(422, f"outcome must be one of {sorted(OUTCOMES)}")
     async with _rt(request).engine.begin() as conn:
-        action = await EngagementStore(conn).action(action_id)
+        store = EngagementStore(conn)
+        action = await store.action(action_id)
         if action is None:
             raise HTTPException(404, "no action with that id")
+        await _ensure_in_book(store, principal, action["customer_id"])
         await _record_outcome(request, conn, action_id, action["customer_id"], outcome, None)
     return {"action_id": str(action_id), "outcome": outcome}
 

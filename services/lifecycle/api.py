@@ -33,6 +33,7 @@ async def get_stage(
     customer_id: Annotated[str, Path(min_length=1, max_length=64)],
     principal: Annotated[Principal, require("lifecycle:read")],
 ) -> dict[str, Any]:
+    principal.ensure_all_books("lifecycle")
     async with request.app.state.runtime.engine.connect() as conn:
         found = await views.view(conn, customer_id)
     if found is None:
@@ -88,6 +89,7 @@ async def stage_export(
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
     stage: Annotated[Stage | None, Query()] = None,
 ) -> dict[str, Any]:
+    principal.ensure_all_books("lifecycle")
     async with request.app.state.runtime.engine.connect() as conn:
         rows = await views.page(conn, after=after, limit=limit, stage=stage)
     return {"items": rows, "next": rows[-1]["customer_id"] if len(rows) == limit else None}
@@ -101,6 +103,7 @@ async def history_export(
     after: Annotated[str | None, Query(max_length=64, description="cursor: last customer")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> dict[str, Any]:
+    principal.ensure_all_books("lifecycle")
     async with request.app.state.runtime.engine.connect() as conn:
         rows = await views.histories(conn, after=after, limit=limit)
     return {"items": rows, "next": rows[-1]["customer_id"] if len(rows) == limit else None}

@@ -50,6 +50,7 @@ async def get_churn(
         latest = await store.latest(customer_id)
         if latest is None or latest["probability"] is None:
             raise HTTPException(404, f"customer {customer_id!r} has no churn score yet")
+        principal.ensure_in_book("scoring", (latest.get("snapshot") or {}).get("rm_id"))
         history = await store.history(customer_id)
     return {
         "customer_id": customer_id,
@@ -115,8 +116,11 @@ async def churn_report(
     async with runtime.engine.connect() as conn:
         rows = await ScoringStore(conn, model).page(seen_by=as_of, after=after, limit=limit)
     items = []
+    book = principal.book("scoring")
     for row in rows:
         snapshot = ProfileSnapshot.model_validate(row["snapshot"])
+        if book is not None and snapshot.rm_id != book:
+            continue  # a relationship manager's report lists their own book
         a = assess(model, snapshot, max(as_of, snapshot.as_of), settings.band_cuts,
                    settings.top_reasons, Memory.from_json(row["memory"]))
         items.append(
