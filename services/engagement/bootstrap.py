@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.engagement import consumer
 from services.engagement.channels import Deliverer
+from services.engagement.metrics import attach as attach_metrics
 from services.engagement.playbooks import Playbook, compile_playbook, load_defaults
 from services.engagement.policy import Policy
 from services.engagement.settings import EngagementSettings
@@ -81,4 +82,5 @@ def bootstrap(settings: EngagementSettings, **overrides: Any) -> ServiceRuntime:
     )
     runtime_box["runtime"] = runtime
     runtime.registry = registry  # type: ignore[attr-defined]
+    runtime.engagement_metrics = attach_metrics(runtime, registry)  # type: ignore[attr-defined]
     return runtime

@@ -82,5 +82,6 @@ def bootstrap(settings: LifecycleSettings, **overrides: Any) -> ServiceRuntime:
 
     events.on_committed = on_committed
     runtime.extra_tasks.append(sweeper.run)
+    runtime.extra_tasks.append(metrics.state_gauges(runtime.engine).run)
     runtime.lifecycle = LifecycleParts(rules, clock, sweeper, metrics)  # type: ignore[attr-defined]
     return runtime

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from shared.metrics import BATCH_BUCKETS
+from shared.metrics import BATCH_BUCKETS, StateGauges, set_all
+
+_CUSTOMERS_PER_STAGE = sa.text(
+    "SELECT coalesce(stage, 'none') AS stage, count(*) AS n FROM customer_stages GROUP BY 1"
+)
 
 
 class LifecycleMetrics:
     def __init__(self, registry: CollectorRegistry):
         p = "tenure_lifecycle"
+        self.registry = registry
+        self.customers = Gauge(
+            f"{p}_customers", "Customers in each lifecycle stage now (from the stage table)",
+            ["stage"], registry=registry,
+        )
         self.transitions = Counter(
             f"{p}_transitions", "Stage transitions announced", ["from_stage", "to_stage", "rule"],
             registry=registry,
@@ -37,3 +49,11 @@ class LifecycleMetrics:
             f"{p}_rules_loaded_timestamp_seconds", "When the rules in force were loaded",
             registry=registry,
         )
+
+    async def refresh(self, conn: Any) -> None:
+        rows = (await conn.execute(_CUSTOMERS_PER_STAGE)).all()
+        set_all(self.customers, {r.stage: r.n for r in rows})
+
+    def state_gauges(self, engine: Any) -> StateGauges:
+        """The loop that keeps `customers` current; bootstrap runs it as a background task."""
+        return StateGauges(engine, self.refresh, service="lifecycle", registry=self.registry)

@@ -64,7 +64,8 @@ def bootstrap(settings: ScoringSettings, **overrides: Any) -> ServiceRuntime:
     ticker = Ticker(engine=engine, settings=settings, clock=clock, consumer=kit,
                     store_factory=store_factory, on_written=written,
                     interval=settings.sweep_interval_seconds)
-    extra = [holder.run, ticker.run, *([learner.run] if learner is not None else [])]
+    extra = [holder.run, ticker.run, *([learner.run] if learner is not None else []),
+             metrics.state_gauges(engine).run]
     runtime = build_runtime(
         settings,
         **{

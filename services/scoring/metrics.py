@@ -5,15 +5,33 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.metrics import StateGauges, set_all
+
 ROLES = ("champion", "challenger", "prior")
+# Current scores of customers who still hold an account, by band and by tenth of probability
+# (one scan: GROUPING SETS).
+_SCORE_DISTRIBUTION = sa.text(
+    "SELECT band, least(floor(probability * 10)::int, 9) AS tenth, count(*) AS n FROM scores "
+    "WHERE probability IS NOT NULL AND closed IS NOT TRUE "
+    "GROUP BY GROUPING SETS ((band), (least(floor(probability * 10)::int, 9)))"
+)
 
 
 class ScoringMetrics:
     def __init__(self, registry: CollectorRegistry, service: str = "scoring"):
         p = f"tenure_{service}"
         r = registry
+        self.registry, self.service = registry, service
+        self.customers_by_band = Gauge(
+            f"{p}_customers_by_band", "Customers whose current churn score is in each band",
+            ["band"], registry=r)
+        self.customers_by_probability = Gauge(
+            f"{p}_customers_by_probability",
+            "Customers by current churn probability, in tenths (bin 0.3 = [0.3, 0.4))",
+            ["bin"], registry=r)
         self.scores = Counter(f"{p}_scores_emitted", "churn.scored emitted",
                               ["trigger"], registry=r)
         self.samples = Counter(f"{p}_samples_taken", "Predictions kept until their label "
@@ -77,3 +95,16 @@ class ScoringMetrics:
                 self.calibration_observed.labels(row["band"]).set(row["observed_rate"])
         detector = card.get("drift_detector") or {}
         self.drift.set(detector.get("detections", 0))
+
+    async def refresh(self, conn: Any) -> None:
+        rows = (await conn.execute(_SCORE_DISTRIBUTION)).all()
+        set_all(self.customers_by_band, {r.band: r.n for r in rows if r.band is not None})
+        bins = {f"{t / 10:.1f}": 0 for t in range(10)}  # an empty bin is a real zero
+        for r in rows:
+            if r.band is None and r.tenth is not None:
+                bins[f"{r.tenth / 10:.1f}"] = r.n
+        set_all(self.customers_by_probability, bins)
+
+    def state_gauges(self, engine: Any) -> StateGauges:
+        """The loop that keeps the score distribution current (a background task)."""
+        return StateGauges(engine, self.refresh, service=self.service, registry=self.registry)
