@@ -9,7 +9,7 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
 COPY tenure_cli ./tenure_cli
-RUN pip install --no-cache-dir --no-deps . && useradd --system tenure
-USER tenure
+RUN pip install --no-cache-dir --no-deps . && useradd --system --uid 10001 tenure
+USER 10001
 EXPOSE 8101 8102 8103 8104
 CMD ["tenure", "--help"]
