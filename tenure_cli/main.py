@@ -23,7 +23,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from tenure_cli.services import SERVICE_NAMES, migrations_dir, settings_class
 
     async def run() -> None:
-        for name in args.services or SERVICE_NAMES:
+        for name in args.services or (*SERVICE_NAMES, "ingress"):
             await migrate(settings_class(name)(), migrations_dir(name))
             print(f"migrated {name}")
 
@@ -86,6 +86,12 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from tenure_cli.importer import main as import_main
 
     return import_main(args)
+
+
+def _cmd_partners(args: argparse.Namespace) -> int:
+    from tenure_cli.partners import main as partners_main
+
+    return partners_main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     import_arguments(importer)
     importer.set_defaults(func=_cmd_import)
+
+    partners = sub.add_parser(
+        "partners",
+        help="partner banks: principals, ACLs and topics at the broker, shared customers",
+        description="Each partner is its own SCRAM principal that may only write to its own "
+        "topics (tenure.partner.<id>.*); the ingress service checks and translates what it "
+        "publishes. See docs/partners.md. Exit codes: 0 done, 2 operator error.",
+    )
+    from tenure_cli.partners import add_arguments as partners_arguments
+
+    partners_arguments(partners)
+    partners.set_defaults(func=_cmd_partners)
 
     contracts = sub.add_parser("contracts", help="write JSON Schema and AsyncAPI documents")
     contracts.add_argument("--out", default="docs/contracts")
