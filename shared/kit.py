@@ -13,6 +13,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import orjson
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -295,6 +296,10 @@ class EventConsumer:
             heartbeat_interval_ms=2_000,
             max_poll_interval_ms=300_000,
             retry_backoff_ms=200,
+            # Range, not aiokafka's default round robin: every instance gets the same partition
+            # indexes of every topic it reads, so one customer's events (one index on every
+            # topic) and that index's watermark stay with one instance when a service scales.
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
 
     async def run(self) -> None:
