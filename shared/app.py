@@ -204,8 +204,8 @@ def _log_unhandled(exc: BaseException) -> None:
 class RequestGuard:
     """Bounds on what a request may bring, and the last line against unhandled errors.
 
-    A query string longer than `max_query_bytes` gets 414 and a body longer than
-    `max_body_bytes` 413 (by Content-Length up front, or counted as it streams in), both as
+    A query string longer than `max_query_bytes` gets 414, a NUL character in the path or
+    query 400, and a body longer than `max_body_bytes` 413 (by Content-Length up front, or counted as it streams in), both as
     problem+json. An exception that no handler took becomes a 500 problem without its text
     or stack trace, and is not re-raised to the server (whose log would print the text).
     """
@@ -219,9 +219,15 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if len(scope.get("query_string", b"")) > self.max_query_bytes:
+        query = scope.get("query_string", b"")
+        if len(query) > self.max_query_bytes:
             await self._reply(send, scope, problem(
                 414, "URI Too Long", f"the query string exceeds {self.max_query_bytes} bytes"))
+            return
+        if "\x00" in scope.get("path", "") or b"%00" in query.lower() or b"\x00" in query:
+            # PostgreSQL text cannot hold NUL: refuse it here rather than fail in a query.
+            await self._reply(send, scope, problem(
+                400, "Bad Request", "the path or query contains a NUL character"))
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:

@@ -281,8 +281,9 @@ async def reload_tag_rules(
     return {"reloaded": len(rules.rules), "files": list(rules.sources)}
 
 
-@router.delete("/customers/{customer_id}", status_code=202,
-               summary="Erase a customer everywhere (right to erasure)")
+@router.delete("/customers/{customer_id}", status_code=202, response_class=Response,
+               summary="Erase a customer everywhere (right to erasure)",
+               responses={202: {"description": "Erasure accepted (no body; X-Erasure-Id)"}})
 async def erase_customer(
     request: Request,
     customer_id: CustomerIdPath,

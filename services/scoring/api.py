@@ -256,7 +256,8 @@ async def promote(
 async def rollback(
     request: Request, response: Response,
     principal: Annotated[Principal, require("scoring:admin")],
-    version: Annotated[int, Query(ge=1, description="checkpoint version to restore")],
+    version: Annotated[int, Query(ge=1, le=2**31 - 1,
+                                  description="checkpoint version to restore")],
 ) -> dict[str, Any]:
     runtime = request.app.state.runtime
     async with runtime.engine.connect() as conn:
