@@ -136,9 +136,11 @@ def route(
             f"{stream} stream (allowed: {', '.join(sorted(allowed))})"
         )
     if bank_customer_id is None:
+        # The id itself stays out of the reason (DLQ headers are never encrypted); the original
+        # message beside it says which customer it was.
         return Refuse(
-            f"customer_id: partner {partner_id!r} may not speak for customer "
-            f"{event.customer_id!r} (no shared-customer mapping)"
+            f"customer_id: partner {partner_id!r} may not speak for this customer "
+            "(no shared-customer mapping for the envelope's customer_id)"
         )
     update: dict[str, Any] = {
         "customer_id": bank_customer_id,

@@ -88,8 +88,8 @@ def partner_transaction(partner_id: str, customer_id: str, **kw: Any) -> Envelop
     return event.model_copy(update={"source": f"partner:{partner_id}"})
 
 
-async def publish(producer: AIOKafkaProducer, topic: str, event: EnvelopeBase) -> None:
-    await producer.send_and_wait(topic, encode_event(event), key=event.customer_id.encode())
+async def publish(producer: AIOKafkaProducer, topic: str, event: EnvelopeBase) -> Any:
+    return await producer.send_and_wait(topic, encode_event(event), key=event.customer_id.encode())
 
 
 async def dead_letters(lane: Lane) -> list[dict[str, Any]]:
@@ -151,27 +151,28 @@ async def test_spoofed_source_and_unmapped_customer_are_dead_lettered(lane: Lane
     producer = await lane.producer("bank-x")
     try:
         topic = lane.creds["bank-x"].topics["transactions"]
-        for event in (spoofed, unmapped, foreign_type):
-            await publish(producer, topic, event)
+        # Where each landed: the DLQ names the original topic, partition and offset.
+        where = {}
+        for name, event in (("spoofed", spoofed), ("unmapped", unmapped),
+                            ("foreign", foreign_type)):
+            sent = await publish(producer, topic, event)
+            where[(sent.topic, str(sent.partition), str(sent.offset))] = name
     finally:
         await producer.stop()
 
-    def reason_of(event: EnvelopeBase, dlq: list[dict[str, Any]]) -> str | None:
-        for m in dlq:
-            if m["value"] and m["value"].get("event_id") == str(event.event_id):
-                return str(m["headers"]["dlq.reason"])
-        return None
+    async def all_refused() -> dict[str, str] | None:
+        reasons = {}
+        for m in await dead_letters(lane):
+            h = m["headers"]
+            name = where.get((h["dlq.topic"], h["dlq.partition"], h["dlq.offset"]))
+            if name:
+                reasons[name] = h["dlq.reason"]
+        return reasons if len(reasons) == len(where) else None
 
-    async def all_refused() -> list[dict[str, Any]] | None:
-        dlq = await dead_letters(lane)
-        found = [reason_of(e, dlq) for e in (spoofed, unmapped, foreign_type)]
-        return dlq if all(found) else None
-
-    dlq = await eventually(all_refused, timeout=60, what="three refusals in the DLQ")
-    assert "is not the partner that owns this topic" in (reason_of(spoofed, dlq) or "")
-    assert "may not speak for customer 'X-404'" in (reason_of(unmapped, dlq) or "")
-    assert "may not be published on the partner's transactions stream" in (
-        reason_of(foreign_type, dlq) or "")
+    reasons = await eventually(all_refused, timeout=60, what="three refusals in the DLQ")
+    assert "is not the partner that owns this topic" in reasons["spoofed"]
+    assert "may not speak for this customer" in reasons["unmapped"]
+    assert "may not be published on the partner's transactions stream" in reasons["foreign"]
     inside = {m["value"]["causation_id"] for m in await lane.ns.read_topic("tenure.transactions.v1")}
     inside |= {m["value"]["causation_id"] for m in await lane.ns.read_topic("tenure.customers.v1")}
     assert not {str(e.event_id) for e in (spoofed, unmapped, foreign_type)} & inside
