@@ -90,6 +90,10 @@ async def test_validation_errors_name_the_field_not_the_value(ns: Namespace) -> 
             assert body["errors"][0]["field"].startswith("query.")
             for value in params.values():
                 assert value not in r.text and value[:10] not in r.text
+        for path in ("/v1/customers/C%00X", "/v1/customers?segment=a%00b"):
+            nul = await svc.client.get(path, headers=reader)
+            assert nul.status_code == 400, path
+            assert nul.headers["content-type"] == "application/problem+json"
         unknown = await svc.client.get("/v1/no-such-thing", headers=reader)
         assert unknown.status_code == 404
         assert unknown.headers["content-type"] == "application/problem+json"
