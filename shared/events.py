@@ -19,6 +19,7 @@ from pydantic import (
     TypeAdapter,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 SCHEMA_VERSION = 1
@@ -232,6 +233,37 @@ class Decision(StrEnum):
 # ------------------------------------------------------------------ input payloads
 
 
+class SealedPII(Frozen):
+    """Personal fields encrypted with the customer's own data key (crypto-shredding).
+
+    The publisher seals; only profile opens. Erasing the customer deletes the key, so every
+    copy of this field (topics, the DLQ, backups) becomes unreadable. See
+    docs/data-protection.md.
+    """
+
+    kid: Annotated[
+        str,
+        Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+              description="opaque id of the customer's data key in the key store"),
+    ]
+    ciphertext: Annotated[
+        str,
+        Field(min_length=16, max_length=24_000, pattern=r"^[A-Za-z0-9_-]+$",
+              description="base64url of nonce, AES-256-GCM ciphertext and tag over a JSON "
+              "object of the personal fields"),
+    ]
+
+
+def _only_sealed(payload: Any, names: tuple[str, ...]) -> Any:
+    if payload.sealed is not None:
+        clear = [n for n in names if getattr(payload, n) is not None]
+        if clear:
+            raise ValueError(
+                f"{', '.join(clear)} must travel inside sealed when sealed is present"
+            )
+    return payload
+
+
 class CustomerFlags(Frozen):
     vulnerable: bool = False
     collections: bool = False
@@ -252,6 +284,17 @@ class CustomerDetails(Frozen):
     segment: Segment = Segment.retail
     rm_id: Annotated[str | None, Field(max_length=64)] = None
     flags: CustomerFlags = CustomerFlags()
+    sealed: Annotated[
+        SealedPII | None,
+        Field(description="name, phone, email, national_id and birth_date, encrypted "
+              "with the customer's data key (instead of the plain fields)"),
+    ] = None
+
+    @model_validator(mode="after")
+    def _sealed_alone(self) -> CustomerDetails:
+        return _only_sealed(  # type: ignore[no-any-return]
+            self, ("name", "phone", "email", "national_id", "birth_date")
+        )
 
     @field_validator("time_zone")
     @classmethod
@@ -299,6 +342,14 @@ class FeedbackDetails(Frozen):
     category: Annotated[str | None, Field(max_length=64)] = None
     severity: Annotated[str | None, Field(max_length=32)] = None
     text: Annotated[str | None, Field(max_length=4000, json_schema_extra={"x-pii": True})] = None
+    sealed: Annotated[
+        SealedPII | None,
+        Field(description="text, encrypted with the customer's data key (instead of text)"),
+    ] = None
+
+    @model_validator(mode="after")
+    def _sealed_alone(self) -> FeedbackDetails:
+        return _only_sealed(self, ("text",))  # type: ignore[no-any-return]
 
 
 class ConsentChange(Frozen):

@@ -94,6 +94,18 @@ def _cmd_partners(args: argparse.Namespace) -> int:
     return partners_main(args)
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from tenure_cli.keys import main as keys_main
+
+    return keys_main(args)
+
+
+def _cmd_retention(args: argparse.Namespace) -> int:
+    from tenure_cli.retention import main as retention_main
+
+    return retention_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tenure",
@@ -181,6 +193,30 @@ def build_parser() -> argparse.ArgumentParser:
     contracts = sub.add_parser("contracts", help="write JSON Schema and AsyncAPI documents")
     contracts.add_argument("--out", default="docs/contracts")
     contracts.set_defaults(func=_cmd_contracts)
+
+    keys = sub.add_parser(
+        "keys",
+        help="rotate master and field keys online; what each key id still protects",
+        description="Crypto-shredding keys (docs/data-protection.md): `rotate` re-wraps "
+        "customer data keys and re-encrypts profile's fields under the active keys in small "
+        "transactions while the services run; `status` counts what each key id protects.",
+    )
+    from tenure_cli.keys import add_arguments as keys_arguments
+
+    keys_arguments(keys)
+    keys.set_defaults(func=_cmd_keys)
+
+    retention = sub.add_parser(
+        "retention",
+        help="purge tables past their retention period; set topic retention; legal holds",
+        description="The retention policy of every table and topic (docs/data-protection.md). "
+        "`run` purges (legal holds respected) and erases ended relationships; `hold` and "
+        "`release` manage legal holds; `policy` prints the periods.",
+    )
+    from tenure_cli.retention import add_arguments as retention_arguments
+
+    retention_arguments(retention)
+    retention.set_defaults(func=_cmd_retention)
 
     bench = sub.add_parser("bench", help="run the benchmark; writes bench/results.json")
     bench.add_argument("--events", type=int, default=20_000, help="events to publish")

@@ -9,15 +9,27 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from shared.events import EnvelopeBase, encode_event
-from shared.settings import PlatformSettings, topic_of
+from shared.keys import PiiSealer
+from shared.settings import INPUT_TOPICS, PlatformSettings, topic_of
+
+# Topics whose events may carry personal fields (sealed before they leave the publisher).
+_PERSONAL_TOPICS = frozenset({INPUT_TOPICS["customers"], INPUT_TOPICS["feedback"]})
 
 
 class EventPublisher:
-    """An idempotent producer keyed by customer_id, with a bounded window of sends in flight."""
+    """An idempotent producer keyed by customer_id, with a bounded window of sends in flight.
 
-    def __init__(self, settings: PlatformSettings, *, window: int = 5000, **producer: Any):
+    Personal fields are sealed with the customer's data key before they leave (crypto-
+    shredding, docs/data-protection.md); `seal_pii=False` only for tests of raw input.
+    """
+
+    def __init__(
+        self, settings: PlatformSettings, *, window: int = 5000, seal_pii: bool = True,
+        **producer: Any,
+    ):
         self.settings = settings
         self.window = window
+        self.sealer = PiiSealer.connect(settings) if seal_pii else None
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
             enable_idempotence=True,
@@ -32,6 +44,8 @@ class EventPublisher:
         self.sent = 0
 
     async def __aenter__(self) -> EventPublisher:
+        if self.sealer is not None:
+            await self.sealer.start()
         await self.producer.start()
         return self
 
@@ -43,11 +57,21 @@ class EventPublisher:
                 await self.flush()
         finally:
             await self.producer.stop()
+            if self.sealer is not None:
+                await self.sealer.close()
 
     async def send(self, event: EnvelopeBase) -> None:
-        await self.send_raw(topic_of(event.event_type), encode_event(event), event.customer_id)
+        if self.sealer is not None:
+            event = await self.sealer.seal(event)
+        await self._send(topic_of(event.event_type), encode_event(event), event.customer_id)
 
     async def send_raw(self, topic: str, value: bytes, customer_id: str) -> None:
+        """An encoded contract event (the importer's path); sealed like `send`."""
+        if self.sealer is not None and topic in _PERSONAL_TOPICS:
+            value = await self.sealer.seal_raw(value)
+        await self._send(topic, value, customer_id)
+
+    async def _send(self, topic: str, value: bytes, customer_id: str) -> None:
         future = await self.producer.send(
             self.settings.topic(topic), value=value, key=customer_id.encode()
         )

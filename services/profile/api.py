@@ -17,7 +17,7 @@ from services.profile.tags import InvalidRules, load_rules
 from services.profile.view import compute_view
 from shared.auth import Principal, require
 from shared.events import CustomerErased, ErasureRequest, derived_event_id
-from shared.keys import privacy_schema
+from shared.keys import is_held, privacy_schema
 from shared.kit import UnitOfWork, partition_of
 from shared.settings import INPUT_TOPICS
 
@@ -292,9 +292,13 @@ async def erase_customer(
 ) -> Response:
     runtime = _runtime(request)
     now = datetime.now(UTC)
+    privacy = privacy_schema(request.app.state.settings.schema_prefix)
     async with runtime.engine.begin() as conn:
-        existed = await views.erase(conn, customer_id, now, privacy_schema=privacy_schema(
-            request.app.state.settings.schema_prefix))
+        if await is_held(conn, privacy, customer_id):
+            # The bank must keep these records (litigation, fraud, a regulator's request).
+            raise HTTPException(409, "customer is under legal hold; erasure is refused until "
+                                "the hold is released")
+        existed = await views.erase(conn, customer_id, now, privacy_schema=privacy)
         await views.audit(conn, subject=principal.subject, kind=principal.kind,
                           action="erase", customer_id=customer_id, purpose=purpose,
                           detail={"existed": existed})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ from services.profile.store import ProfileStore, Protection
 from services.profile.tags import load_rules
 from shared.app import ServiceRuntime
 from shared.bootstrap import build_runtime
+from shared.keys import KeySettings, KeyStore, PiiOpener
+from shared.keys import ensure as ensure_key_store
+from shared.settings import PlatformSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -25,7 +29,13 @@ def protection_from(settings: ProfileSettings) -> Protection:
             settings.blind_index_key, default_country_code=settings.default_country_code
         ),
         tags=load_rules(settings.tags_dir),
+        opener=PiiOpener(KeyStore.from_settings(key_settings(settings))),
     )
+
+
+def key_settings(settings: ProfileSettings) -> KeySettings:
+    """The key store's settings (TENURE_MASTER_KEYS) in this service's namespace."""
+    return KeySettings(**settings.model_dump(include=set(PlatformSettings.model_fields)))
 
 
 def bootstrap(settings: ProfileSettings, **overrides: Any) -> ServiceRuntime:
@@ -45,4 +55,6 @@ def bootstrap(settings: ProfileSettings, **overrides: Any) -> ServiceRuntime:
         },
     )
     runtime.protection = protection  # type: ignore[attr-defined]
+    # The key store's schema exists before the first sealed event or erasure needs it.
+    runtime.startup.insert(0, partial(ensure_key_store, key_settings(settings)))
     return runtime

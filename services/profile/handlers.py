@@ -12,12 +12,14 @@ from services.profile import views
 from services.profile.domain import snapshot_from_view
 from services.profile.store import ProfileStore, customers
 from services.profile.view import compute_view
+from shared.crypto import SealError, unsealed_details
 from shared.events import (
     AccountClosed,
     AccountOpened,
     AppClicked,
     ChurnScored,
     ConsentChanged,
+    CustomerDetails,
     CustomerErased,
     CustomerRegistered,
     CustomerUpdated,
@@ -30,6 +32,7 @@ from shared.events import (
     TransactionPosted,
     derived_event_id,
 )
+from shared.keys import privacy_schema
 from shared.kit import UnitOfWork
 from shared.logs import customer_ref
 from shared.settings import OUTPUT_TOPICS
@@ -57,6 +60,8 @@ async def on_customer_registered(
     event: CustomerRegistered | CustomerUpdated, *, uow: Uow, now: datetime
 ) -> None:
     p = event.payload
+    if p.sealed is not None:
+        p = await _unsealed(uow, event)
     values = {
         "registered": True,
         "segment": p.segment.value,
@@ -92,6 +97,23 @@ async def on_customer_registered(
 
 
 on_customer_updated = on_customer_registered
+
+
+async def _unsealed(uow: Uow, event: CustomerRegistered | CustomerUpdated) -> CustomerDetails:
+    """The payload with its sealed personal fields opened with the customer's data key.
+
+    A key that is gone (the customer was erased: crypto-shredded) or a blob that fails
+    authentication raises, and the kit dead-letters the event with that reason; the DLQ
+    then holds the original, still sealed, bytes.
+    """
+    opener = uow.store.protection.opener if uow.store.protection is not None else None
+    if opener is None:
+        raise SealError("sealed personal data, but profile has no key store")
+    sealed = event.payload.sealed
+    assert sealed is not None
+    opened = await opener.open(uow.conn, sealed, customer_id=event.customer_id,
+                               purpose=event.event_type)
+    return unsealed_details(event.payload, opened)
 
 
 async def on_consent_changed(event: ConsentChanged, *, uow: Uow, now: datetime) -> None:
@@ -206,7 +228,8 @@ async def on_stage_changed(event: StageChanged, *, uow: Uow, now: datetime) -> N
 
 async def on_customer_erased(event: CustomerErased, *, uow: Uow, now: datetime) -> None:
     await uow.store.flush()
-    await views.erase(uow.conn, event.customer_id, event.occurred_at)
+    await views.erase(uow.conn, event.customer_id, event.occurred_at,
+                      privacy_schema=privacy_schema(uow.settings.schema_prefix))
     uow.store.touched.pop(event.customer_id, None)
 
 

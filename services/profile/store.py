@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.profile.domain import ProfileFold
 from services.profile.pii import BlindIndex, FieldCipher, key_id_of
 from shared.events import EnvelopeBase
+from shared.keys import PiiOpener
 
 metadata = sa.MetaData()
 
@@ -238,6 +239,7 @@ class Protection:
     cipher: FieldCipher
     blind: BlindIndex
     tags: Any  # services.profile.tags.TagRules, swapped on reload
+    opener: PiiOpener | None = None  # opens personal fields sealed by publishers
 
 
 @dataclass
