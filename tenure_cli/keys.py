@@ -46,7 +46,9 @@ def _settings() -> tuple[KeySettings, ProfileSettings]:
     return KeySettings(), ProfileSettings()
 
 
-async def _field_batch(engine: AsyncEngine, profile: ProfileSettings, cipher: FieldCipher, limit: int) -> int:
+async def _field_batch(
+    engine: AsyncEngine, profile: ProfileSettings, cipher: FieldCipher, limit: int
+) -> int:
     schema = profile.db_schema
     active = cipher.keyring.active_key_id
     async with engine.begin() as conn:

@@ -11,7 +11,6 @@ import logging
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-
 import orjson
 
 from shared import events as ev
