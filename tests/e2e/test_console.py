@@ -5,7 +5,9 @@ services hold. The page is saved as a screenshot under test-artifacts/console/."
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -77,13 +79,18 @@ async def test_sign_in_find_a_customer_and_see_score_and_stage(
         # the lifecycle's stage does not wait on the clock.
         await ns.publish("tenure.transactions.v1",
                          f.transaction(customer, f.now() - f.minutes(1), balance_after="2475.00"))
-        truth = await settled(platform.urls, customer)
-
         async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+            # The browser starts while the services work through the events.
+            truth, browser = await asyncio.gather(
+                settled(platform.urls, customer),
+                playwright.chromium.launch(executable_path=chromium, headless=True,
+                                           args=CHROMIUM_ARGS))
             try:
                 page = await browser.new_page(viewport={"width": 1366, "height": 900})
+                # A script blocked by the Content-Security-Policy, or htmx failing, shows here.
+                errors: list[str] = []
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e: errors.append(str(e)))
                 await page.goto(f"{platform.console}/customers")
                 await expect(page).to_have_url(f"{platform.console}/login?next=%2Fcustomers"
                                                "&reason=missing")
@@ -93,10 +100,13 @@ async def test_sign_in_find_a_customer_and_see_score_and_stage(
                 await expect(page.locator("header .who")).to_contain_text("rm-grace")
 
                 # Search by phone, written another way: the blind index finds the customer.
+                # htmx (served by the console) swaps the results in and pushes the URL.
+                assert await page.evaluate("typeof window.htmx") == "object"
                 await page.fill("input[name=q]", phone.replace(" ", ""))
                 await page.click("form.search button")
-                row = page.locator("#search-results a", has_text=customer)
+                row = page.locator("#results #search-results a", has_text=customer)
                 await expect(row).to_be_visible()
+                await expect(page).to_have_url(re.compile(r"/customers/search\?q=%2B44"))
                 await row.click()
                 await expect(page).to_have_url(f"{platform.console}/customers/{customer}")
 
@@ -122,6 +132,7 @@ async def test_sign_in_find_a_customer_and_see_score_and_stage(
                 await page.click("nav >> text=Funnel")
                 cells = page.locator(f"#funnel tr[data-stage={truth['stage']}] td.num")
                 await expect(cells.first).to_have_text("1")
+                assert errors == []
             finally:
                 await browser.close()
     assert Path(shot).exists()

@@ -32,9 +32,9 @@ def console_settings(ns: Namespace, **overrides: Any) -> ConsoleSettings:
 
 
 @contextlib.asynccontextmanager
-async def served(app: Any, name: str) -> AsyncIterator[str]:
-    """Serve an ASGI app on a free loopback port until the block ends; yields its URL."""
-    port = free_port()
+async def served(app: Any, name: str, port: int | None = None) -> AsyncIterator[str]:
+    """Serve an ASGI app on a loopback port until the block ends; yields its URL."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(
         app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False,
         log_level="warning",
@@ -71,14 +71,15 @@ async def running_platform(ns: Namespace, **console_overrides: Any) -> AsyncIter
     import importlib
 
     async with contextlib.AsyncExitStack() as stack:
+        ports = {name: free_port() for name in (*SERVICE_NAMES, "console")}
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         apps = {name: importlib.import_module(f"services.{name}.app").create_app(
             ns.settings(name)) for name in SERVICE_NAMES}
-        # Started together: each start waits mostly on Kafka's group join, not on the CPU.
-        started = await asyncio.gather(*(stack.enter_async_context(served(app, name))
-                                         for name, app in apps.items()))
-        urls: dict[str, str] = dict(zip(apps, started, strict=True))
-        settings = console_settings(ns, **{f"{n}_url": u for n, u in urls.items()},
+        settings = console_settings(ns, **{f"{n}_url": urls[n] for n in SERVICE_NAMES},
                                     **console_overrides)
-        urls["console"] = await stack.enter_async_context(
-            served(create_console(settings), "console"))
+        apps["console"] = create_console(settings)
+        # Started together: each start waits mostly on Kafka's group join, not on the CPU,
+        # and the console needs no service to start.
+        await asyncio.gather(*(stack.enter_async_context(served(app, name, ports[name]))
+                               for name, app in apps.items()))
         yield Platform(urls)
