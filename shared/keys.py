@@ -325,6 +325,20 @@ class PiiSealer:
         return value if sealed is event else encode_event(sealed)
 
 
+async def seal_in_transaction(
+    conn: AsyncConnection, store: KeyStore, event: EnvelopeBase
+) -> EnvelopeBase:
+    """Seal an event's personal fields inside a consumer's transaction (e.g. the partner
+    ingress before it re-publishes onto an internal topic): the key is minted in the same
+    transaction, and a shredded customer's fields are withheld."""
+    if not needs_sealing(event):
+        return event
+    key = (await store.keys_for(conn, [event.customer_id]))[event.customer_id]
+    if key is None:
+        return withhold_personal_fields(event)
+    return seal_event(event, kid=key.kid, data_key=key.key)
+
+
 # ------------------------------------------------------------------ profile
 
 

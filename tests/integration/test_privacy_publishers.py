@@ -10,6 +10,11 @@ import os
 import sys
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared.events import encode_event
+from shared.keys import KeySettings, KeyStore, ensure_schema, seal_in_transaction
+from tests.support.factories import registered
 from tests.support.platform import Namespace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,3 +72,27 @@ async def test_simulate_seals_every_registration(ns: Namespace) -> None:
         assert b"Sim Customer" not in message["raw"] and b"@example.test" not in message["raw"]
         assert message["value"]["payload"]["name"] is None
         assert message["value"]["payload"]["sealed"]["ciphertext"]
+
+
+async def test_sealing_inside_a_consumers_transaction_mints_once_and_withholds_after_shredding(
+    ns: Namespace,
+) -> None:
+    settings = KeySettings(**ns.platform().model_dump())
+    store = KeyStore.from_settings(settings)
+    event = registered("C-TX-1", name="Terence Transactional", email="terence@tx.example")
+    engine = create_async_engine(ns.database_url)
+    try:
+        async with engine.begin() as conn:
+            await ensure_schema(conn, store.schema)
+            first = await seal_in_transaction(conn, store, event)
+            second = await seal_in_transaction(conn, store, event)
+        for sealed in (first, second):
+            assert b"Terence" not in encode_event(sealed)
+        assert first.payload.sealed.kid == second.payload.sealed.kid  # type: ignore[attr-defined]
+        async with engine.begin() as conn:
+            assert await store.shred(conn, "C-TX-1")
+            after = await seal_in_transaction(conn, store, event)
+        assert after.payload.name is None and after.payload.sealed is None  # type: ignore[attr-defined]
+        assert b"Terence" not in encode_event(after)
+    finally:
+        await engine.dispose()
