@@ -13,14 +13,16 @@ import pytest
 from fastapi.routing import iter_route_contexts
 
 from shared.auth import mint_token
-from shared.settings import DEV_JWT_SECRET
+from shared.db import migrate
+from tenure_cli.services import SERVICE_NAMES, migrations_dir
+from tests.security.servers import APPS
 from tests.support.platform import Namespace, token
-from tenure_cli.services import SERVICE_NAMES
 
 OPEN = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
         "/redoc"}
 SAMPLES = {"customer_id": "C-ROUTE", "playbook_id": "no_such_playbook",
-           "task_id": str(uuid.uuid4()), "action_id": str(uuid.uuid4())}
+           "task_id": str(uuid.uuid4()), "action_id": str(uuid.uuid4()),
+           "partner_id": "bank-x", "partner_customer_id": "P-1"}
 # Operations whose positive control would start slow work; the gate is still tested.
 NO_POSITIVE_CALL = {("POST", "/v1/model:promote")}
 
@@ -53,8 +55,10 @@ def unsigned(scope: str) -> str:
     return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
 
 
-@pytest.mark.parametrize("name", SERVICE_NAMES)
+@pytest.mark.parametrize("name", APPS)
 async def test_every_route_needs_a_valid_token_with_its_scope(ns: Namespace, name: str) -> None:
+    if name not in SERVICE_NAMES:
+        await migrate(ns.settings(name), migrations_dir(name))
     async with ns.service(name, run_consumers=False) as svc:
         openapi = (await svc.client.get("/openapi.json")).json()
         assert openapi["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
