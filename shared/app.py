@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -201,11 +202,16 @@ def _log_unhandled(exc: BaseException) -> None:
     log.error("unhandled error", extra={"reason": type(exc).__name__, "frames": frames})
 
 
+# An escaped NUL in JSON text: `\u0000` after an even number of backslashes (PostgreSQL text
+# and jsonb cannot hold it). Checked over each chunk plus the tail of the one before.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 class RequestGuard:
     """Bounds on what a request may bring, and the last line against unhandled errors.
 
-    A query string longer than `max_query_bytes` gets 414, a NUL character in the path or
-    query 400, and a body longer than `max_body_bytes` 413 (by Content-Length up front, or counted as it streams in), both as
+    A query string longer than `max_query_bytes` gets 414, a NUL character in the path, query
+    or a JSON body 400, and a body longer than `max_body_bytes` 413 (by Content-Length up front, or counted as it streams in), both as
     problem+json. An exception that no handler took becomes a 500 problem without its text
     or stack trace, and is not re-raised to the server (whose log would print the text).
     """
@@ -235,15 +241,20 @@ class RequestGuard:
             return
         received = 0
         started = False
+        tail = b""
 
         async def bounded_receive() -> Message:
-            nonlocal received
+            nonlocal received, tail
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                # FastAPI re-raises its HTTPException from body reading: problem+json.
                 if received > self.max_body_bytes:
-                    # FastAPI re-raises its HTTPException from body reading: a 413 problem.
                     raise HTTPException(413, self._too_large_detail())
+                if _JSON_NUL.search(tail + chunk):
+                    raise HTTPException(400, "the body contains a NUL character (\\u0000)")
+                tail = (tail + chunk)[-32:]
             return message
 
         async def tracked_send(message: Message) -> None:

@@ -71,6 +71,12 @@ async def test_pages_strings_queries_and_bodies_are_bounded(ns: Namespace) -> No
             headers={**admin, "Content-Type": "application/json"})
         assert streamed.status_code == 413 and NAME not in streamed.text
 
+        nul = await svc.client.post(
+            "/v1/rm-tasks/00000000-0000-0000-0000-000000000000:complete",
+            content=b'{"outcome": "x\\u0000y"}',
+            headers={**bearer("engagement:write"), "Content-Type": "application/json"})
+        assert nul.status_code == 400 and "NUL" in nul.json()["detail"]
+
         bad_json = await svc.client.put(
             "/v1/playbooks/huge", content=f'{{"description": "{NAME}"'.encode(),
             headers={**admin, "Content-Type": "application/json"})
