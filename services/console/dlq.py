@@ -15,6 +15,8 @@ from services.console.settings import ConsoleSettings
 from shared.settings import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
 
 log = logging.getLogger("tenure.console.dlq")
+# The header `tenure dlq replay` writes too: a copy names the dead letter it came from.
+REPLAY_HEADER = "dlq.replay_of"
 
 
 class BrokerUnavailable(RuntimeError):
@@ -159,9 +161,9 @@ class DeadLetters:
         try:
             sent = await asyncio.wait_for(producer.send_and_wait(
                 topic, record.value, key=record.key,
-                headers=[("dlq.republished_from",
-                          f"{self.topic}[{record.partition}]@{record.offset}".encode()),
-                         ("dlq.republished_by", by[:200].encode())],
+                headers=[(REPLAY_HEADER,
+                          f"{self.topic}:{record.partition}:{record.offset}".encode()),
+                         ("dlq.replayed_by", by[:200].encode())],
             ), self.timeout)
         except (KafkaError, TimeoutError) as exc:
             raise BrokerUnavailable(f"publishing to {topic} failed ({type(exc).__name__})") \

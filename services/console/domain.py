@@ -189,14 +189,29 @@ class DeadLetter:
     service: str | None
     reason: str | None
     original_topic: str | None
-    original_position: str | None
+    original_partition: str | None
+    original_offset: str | None
     key: str | None
     size: int
     event_type: str | None
     event_id: str | None
     customer_id: str | None
     payload: str | None  # the original bytes as text, only for callers who may see PII
-    republished_from: str | None
+    replay_of: str | None  # set on a re-published copy that was refused again
+
+    @property
+    def origin(self) -> tuple[str, str | None, str | None] | None:
+        """The original message (topic, partition, offset) this dead letter stands for."""
+        if self.original_topic is None:
+            return None
+        return (self.original_topic, self.original_partition, self.original_offset)
+
+    @property
+    def original_position(self) -> str | None:
+        if self.original_topic is None:
+            return None
+        return (f"{self.original_topic}[{self.original_partition or '?'}]"
+                f"@{self.original_offset or '?'}")
 
 
 def dead_letter(
@@ -224,10 +239,6 @@ def dead_letter(
             loaded = None
         if isinstance(loaded, dict):
             parsed = loaded
-    topic = meta.get("dlq.topic")
-    position = None
-    if topic is not None:
-        position = f"{topic}[{meta.get('dlq.partition', '?')}]@{meta.get('dlq.offset', '?')}"
 
     def text(field: str) -> str | None:
         found = parsed.get(field)
@@ -239,16 +250,53 @@ def dead_letter(
         failed_at=meta.get("dlq.failed_at"),
         service=meta.get("dlq.service"),
         reason=meta.get("dlq.reason"),
-        original_topic=topic,
-        original_position=position,
+        original_topic=meta.get("dlq.topic"),
+        original_partition=meta.get("dlq.partition"),
+        original_offset=meta.get("dlq.offset"),
         key=key.decode("utf-8", "replace")[:100] if key is not None else None,
         size=len(value or b""),
         event_type=text("event_type"),
         event_id=text("event_id"),
         customer_id=text("customer_id"),
         payload=(value or b"").decode("utf-8", "replace")[:4000] if show_payload else None,
-        republished_from=meta.get("dlq.republished_from"),
+        replay_of=meta.get("dlq.replay_of"),
     )
+
+
+@dataclass(frozen=True)
+class Refused:
+    """One original message and every dead letter written for it: each service that reads
+    its topic and refused it wrote its own, and one re-publish serves them all."""
+
+    letters: tuple[DeadLetter, ...]
+
+    @property
+    def latest(self) -> DeadLetter:
+        return self.letters[0]
+
+    @property
+    def services(self) -> list[str]:
+        return sorted({d.service or "?" for d in self.letters})
+
+
+def by_message(letters: list[DeadLetter]) -> list[Refused]:
+    """Group dead letters (newest first) by the original message, keeping that order.
+
+    >>> def letter(offset, service, origin):
+    ...     headers = [("dlq.topic", b"t"), ("dlq.partition", b"0"),
+    ...                ("dlq.offset", str(origin).encode()), ("dlq.service", service.encode())]
+    ...     return dead_letter(partition=0, offset=offset, key=None, value=b"x",
+    ...                        headers=headers, show_payload=False)
+    >>> groups = by_message([letter(3, "scoring", 7), letter(2, "other", 8),
+    ...                      letter(1, "profile", 7)])
+    >>> [(g.latest.offset, g.services) for g in groups]
+    [(3, ['profile', 'scoring']), (2, ['other'])]
+    """
+    groups: dict[Any, list[DeadLetter]] = {}
+    for letter in letters:
+        key = letter.origin or ("dlq", letter.partition, letter.offset)
+        groups.setdefault(key, []).append(letter)
+    return [Refused(tuple(group)) for group in groups.values()]
 
 
 def republish_target(original_topic: str | None, allowed: set[str]) -> str:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from services.console.dlq import BrokerUnavailable, DeadLetters
-from services.console.domain import InvalidInput, dead_letter, republish_target
+from services.console.domain import InvalidInput, by_message, dead_letter, republish_target
 from services.console.session import Session, SignedIn
 from services.console.templating import is_htmx, render
 
@@ -56,7 +56,7 @@ async def dlq(
     if service:
         letters = [d for d in letters if d.service == service]
     return render(request, "dlq.html", {
-        "letters": letters, "problem": None, "forbidden": None, "service": service,
+        "refused": by_message(letters), "letters": letters, "problem": None, "forbidden": None, "service": service,
         "topic": dead_letters.topic, "can_republish": session.has(ADMIN), "shows_payload": show,
     })
 

@@ -259,11 +259,12 @@ async def test_operators_read_and_re_publish_dead_letters(console: Console) -> N
     topic = console.ns.topic("tenure.customers.v1")
     assert f"re-published to {topic}[" in done.text and "<html" not in done.text
     after = await console.ns.read_topic("tenure.customers.v1")
-    copies = [m for m in after if m["headers"].get("dlq.republished_from")]
+    copies = [m for m in after if m["headers"].get("dlq.replay_of")]
     assert len(after) == len(before) + 1 and len(copies) == 1
     assert copies[0]["raw"] == bad and copies[0]["key"] == b"C-BAD"
-    assert copies[0]["headers"]["dlq.republished_by"] == "test-user"
-    assert copies[0]["headers"]["dlq.republished_from"].endswith(f"[{partition}]@{offset}")
+    assert copies[0]["headers"]["dlq.replayed_by"] == "test-user"
+    assert copies[0]["headers"]["dlq.replay_of"] == (
+        f"{console.ns.topic('tenure.dlq.v1')}:{partition}:{offset}")
 
     shown = await console.get("/ops/dlq", "ops:admin", "pii:read")
     assert "Re-publish</button>" in shown.text and "schema_version&#34;: 9" in shown.text

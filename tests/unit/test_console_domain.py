@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from services.console.domain import (
+    DeadLetter,
     InvalidInput,
+    by_message,
     dead_letter,
     day_bound,
     funnel_rows,
@@ -119,6 +121,22 @@ def test_a_dead_letter_that_is_not_json_is_still_described() -> None:
                          headers=[], show_payload=True)
     assert (letter.event_type, letter.customer_id, letter.original_topic) == (None, None, None)
     assert letter.size == 11 and letter.key is None
+
+
+def test_dead_letters_of_one_message_are_one_row() -> None:
+    def letter(offset: int, service: str, origin_offset: int) -> DeadLetter:
+        return dead_letter(partition=1, offset=offset, key=b"C-1", value=b"{}", headers=[
+            ("dlq.topic", b"t.tenure.customers.v1"), ("dlq.partition", b"4"),
+            ("dlq.offset", str(origin_offset).encode()), ("dlq.service", service.encode()),
+            ("dlq.reason", f"{service} says no".encode())], show_payload=False)
+
+    unknown = dead_letter(partition=0, offset=1, key=None, value=b"?", headers=[],
+                          show_payload=False)
+    groups = by_message([letter(9, "scoring", 30), letter(8, "profile", 31), unknown,
+                         letter(7, "profile", 30), letter(6, "lifecycle", 30)])
+    assert [(g.latest.offset, g.services) for g in groups] == [
+        (9, ["lifecycle", "profile", "scoring"]), (8, ["profile"]), (1, ["?"])]
+    assert groups[0].latest.original_position == "t.tenure.customers.v1[4]@30"
 
 
 def test_re_publishing_goes_only_to_the_platforms_own_topics() -> None:
