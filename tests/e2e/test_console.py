@@ -53,7 +53,7 @@ async def settled(urls: dict[str, str], customer: str) -> dict[str, Any]:
             return None
         now = {"probability": s.json()["probability"], "band": s.json()["band"],
                "reasons": [r["text"] for r in s.json()["reasons"]],
-               "stage": l_.json()["stage"]}
+               "stage": l_.json()["stage"], "model": s.json()["model"]}
         stable, last = now == last, now
         return now if stable else None
 
@@ -132,6 +132,14 @@ async def test_sign_in_find_a_customer_and_see_score_and_stage(
                 await page.click("nav >> text=Funnel")
                 cells = page.locator(f"#funnel tr[data-stage={truth['stage']}] td.num")
                 await expect(cells.first).to_have_text("1")
+                # The RM worklist filtered (by htmx) on that stage lists them.
+                await page.click("nav >> text=Worklists")
+                await page.select_option("select[name=stage]", truth["stage"])
+                await expect(page).to_have_url(re.compile(rf"stage={truth['stage']}"))
+                await expect(page.locator("#worklist-table")).to_contain_text(customer)
+                # The model card shows the model that scored them.
+                await page.click("nav >> text=Model")
+                await expect(page.locator("#model-summary")).to_contain_text(truth["model"])
                 assert errors == []
             finally:
                 await browser.close()
