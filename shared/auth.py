@@ -281,6 +281,53 @@ class TokenVerifier:
         return principal_of(claims, rm_claim=self.rm_claim)
 
 
+class ServiceTokens:
+    """The bearer token this process presents when it calls another service.
+
+    Dev mode mints a short-lived service token with the dev key. OIDC mode asks the identity
+    provider for one with the client-credentials grant (TENURE_OIDC_CLIENT_ID and _SECRET;
+    the token endpoint from TENURE_OIDC_TOKEN_URL or discovery) and reuses it until a minute
+    before it expires. The provider must put the tenure audience in such tokens.
+    """
+
+    def __init__(self, settings: PlatformSettings, *, subject: str, scopes: list[str]):
+        self.settings = settings
+        self.subject = subject
+        self.scopes = scopes
+        self._token: str | None = None
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> str:
+        s = self.settings
+        if s.auth_mode != "oidc":
+            return mint_token(s.jwt_secret, subject=self.subject, kind="service",
+                              scopes=self.scopes, audience=s.jwt_audience, ttl_seconds=300)
+        async with self._lock:
+            if self._token is None or time.monotonic() > self._expires - 60:
+                self._token, lifetime = await self._grant()
+                self._expires = time.monotonic() + lifetime
+            return self._token
+
+    async def _grant(self) -> tuple[str, float]:
+        s = self.settings
+        if not s.oidc_client_id or not s.oidc_client_secret:
+            raise RuntimeError("TENURE_OIDC_CLIENT_ID and TENURE_OIDC_CLIENT_SECRET are needed "
+                               "to call other services in oidc mode")
+        async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
+            url = s.oidc_token_url
+            if not url:
+                meta = (await client.get(
+                    s.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration"
+                )).raise_for_status().json()
+                url = str(meta["token_endpoint"])
+            answer = (await client.post(
+                url, data={"grant_type": "client_credentials", "scope": " ".join(self.scopes)},
+                auth=(s.oidc_client_id, s.oidc_client_secret),
+            )).raise_for_status().json()
+        return str(answer["access_token"]), float(answer.get("expires_in", 300))
+
+
 def _verifier(request: Request) -> TokenVerifier:
     state = request.app.state
     verifier: TokenVerifier | None = getattr(state, "verifier", None)

@@ -60,6 +60,10 @@ class PlatformSettings(BaseSettings):
         10.0, ge=0, validation_alias=_shared("OIDC_JWKS_MIN_REFRESH")
     )
     oidc_rm_claim: str = Field("rm_id", validation_alias=_shared("OIDC_RM_CLAIM"))
+    # This process's own OAuth client, for calls to another service (client-credentials grant).
+    oidc_token_url: str = Field("", validation_alias=_shared("OIDC_TOKEN_URL"))
+    oidc_client_id: str = Field("", validation_alias=_shared("OIDC_CLIENT_ID"))
+    oidc_client_secret: str = Field("", validation_alias=_shared("OIDC_CLIENT_SECRET"))
     registered_sources: list[str] = Field(
         default_factory=lambda: [
             "core-banking",

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import urllib.parse
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +45,8 @@ class IdentityProvider:
                                                             SigningKey.new("ES256")])
     port: int = field(default_factory=free_port)
     jwks_requests: int = 0
+    clients: dict[str, str] = field(default_factory=lambda: {"tenure-engagement": "s3cret"})
+    token_requests: int = 0
     server: asyncio.Server | None = None
 
     @property
@@ -71,12 +75,30 @@ class IdentityProvider:
                 "exp": now + ttl, "scope": "profile:read", **claims}
         return jwt.encode(body, key.private, algorithm=key.alg, headers={"kid": key.kid})
 
+    def _client_credentials(self, authorization: str, form: str) -> tuple[bytes, dict[str, Any]]:
+        """The client-credentials grant: a service token whose subject is the client."""
+        self.token_requests += 1
+        scheme, _, encoded = authorization.partition(" ")
+        client, _, secret = base64.b64decode(encoded or "").decode().partition(":")
+        fields = dict(urllib.parse.parse_qsl(form))
+        if scheme != "Basic" or self.clients.get(client) != secret or (
+                fields.get("grant_type") != "client_credentials"):
+            return b"401 Unauthorized", {"error": "invalid_client"}
+        token = self.token(sub=client, client_id=client, scope=fields.get("scope", ""))
+        return b"200 OK", {"access_token": token, "token_type": "Bearer", "expires_in": 300}
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         path = head.split(b" ", 2)[1].decode()
+        headers = {k.strip().lower(): v.strip() for k, _, v in
+                   (line.partition(":") for line in head.decode().split("\r\n")[1:]) if k}
+        form = (await reader.readexactly(int(headers.get("content-length", "0")))).decode()
         if path == "/realms/bank/.well-known/openid-configuration":
             status, body = b"200 OK", {"issuer": self.issuer,
-                                       "jwks_uri": f"{self.issuer}/protocol/certs"}
+                                       "jwks_uri": f"{self.issuer}/protocol/certs",
+                                       "token_endpoint": f"{self.issuer}/protocol/token"}
+        elif path == "/realms/bank/protocol/token":
+            status, body = self._client_credentials(headers.get("authorization", ""), form)
         elif path == "/realms/bank/protocol/certs":
             self.jwks_requests += 1
             status, body = b"200 OK", {"keys": [k.jwk() for k in self.keys]}

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, HTTPException
 
 from shared.app import ServiceRuntime, create_service_app
-from shared.auth import Principal, TokenVerifier, mint_token, require
+from shared.auth import Principal, ServiceTokens, TokenVerifier, mint_token, require
 from shared.settings import DEV_JWT_SECRET, PlatformSettings, ServiceSettings
 from tests.security.idp import IdentityProvider, SigningKey
 
@@ -161,3 +161,29 @@ def _sign_hs256(claims: dict[str, Any], key: bytes, *, kid: str) -> str:
 def _unsigned(claims: dict[str, Any], kid: str) -> str:
     head = _b64(json.dumps({"alg": "none", "typ": "JWT", "kid": kid}).encode())
     return f"{head}.{_b64(json.dumps(claims).encode())}."
+
+
+async def test_a_service_gets_its_own_token_by_client_credentials() -> None:
+    async with IdentityProvider() as idp:
+        settings = oidc_settings(idp, oidc_client_id="tenure-engagement",
+                                 oidc_client_secret="s3cret")
+        tokens = ServiceTokens(settings, subject="engagement-delivery",
+                               scopes=["profile:read", "pii:read"])
+        first = await tokens.get()
+        assert await tokens.get() == first and idp.token_requests == 1  # reused until expiry
+        principal = await TokenVerifier(settings).verify(first)
+        assert principal.kind == "service" and principal.subject == "tenure-engagement"
+        assert principal.has("pii:read")
+        wrong = ServiceTokens(oidc_settings(idp, oidc_client_id="tenure-engagement",
+                                            oidc_client_secret="guess"),
+                              subject="x", scopes=["profile:read"])
+        with pytest.raises(httpx.HTTPStatusError):
+            await wrong.get()
+
+
+async def test_dev_mode_service_tokens_are_minted_locally() -> None:
+    settings = PlatformSettings()
+    token = await ServiceTokens(settings, subject="engagement-delivery",
+                                scopes=["profile:read"]).get()
+    principal = await TokenVerifier(settings).verify(token)
+    assert principal.kind == "service" and principal.subject == "engagement-delivery"
