@@ -1,7 +1,7 @@
 """The dead-letter queue for operators: what was refused and why, and re-publishing a message
 to its original topic once its cause is fixed. The console enforces these scopes itself (no
-service owns the DLQ): `ops:read` to look, `ops:admin` to re-publish (and look), and `pii:read` to see
-a message's bytes, which may hold personal data."""
+service owns the DLQ): `ops:read` to look, `ops:admin` to re-publish (and look), and
+`pii:read` to see a message's bytes, which may hold personal data."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ async def dlq(
     if service:
         letters = [d for d in letters if d.service == service]
     return render(request, "dlq.html", {
-        "refused": by_message(letters), "letters": letters, "problem": None, "forbidden": None, "service": service,
+        "refused": by_message(letters), "letters": letters, "problem": None, "forbidden": None,
+        "service": service,
         "topic": dead_letters.topic, "can_republish": session.has(ADMIN), "shows_payload": show,
     })
 
