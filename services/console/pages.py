@@ -8,7 +8,7 @@ import asyncio
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.console.domain import InvalidInput, day_bound, funnel_rows, plan_search
@@ -46,12 +46,14 @@ async def search_page(request: Request, session: SignedIn) -> Response:
     return render(request, "search.html", {"q": "", "by": "auto", "result": None})
 
 
-@router.get("/customers/search", summary="Search: an id opens the customer, a phone lists")
+@router.post("/customers/search", summary="Search: an id opens the customer, a phone lists")
 async def search(
     request: Request, session: SignedIn,
-    q: Annotated[str, Query(max_length=200)] = "",
-    by: Annotated[str, Query(max_length=10)] = "auto",
+    q: Annotated[str, Form(max_length=200)] = "",
+    by: Annotated[str, Form(max_length=10)] = "auto",
 ) -> Response:
+    """A form post, not a query string: a phone number stays out of URLs, browser history and
+    proxy logs."""
     result: dict[str, Any] = {"q": q, "items": [], "problem": None, "kind": None}
     try:
         plan = plan_search(q, by)

@@ -69,7 +69,9 @@ SignedIn = Annotated[Session, Depends(current_session)]
 def sign_in_redirect(request: Request, reason: str) -> Response:
     """To the sign-in page, then back here; htmx requests get HX-Redirect (a whole page)."""
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    target = "/login?" + urlencode({"next": safe_next(here), "reason": reason})
+    # Back to the page after signing in; a form post (search, re-publish) is not repeated.
+    back = safe_next(here) if request.method == "GET" else "/customers"
+    target = "/login?" + urlencode({"next": back, "reason": reason})
     if request.headers.get("HX-Request"):
         return Response(status_code=401, headers={"HX-Redirect": target})
     return RedirectResponse(target, status_code=303)

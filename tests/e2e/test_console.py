@@ -100,13 +100,14 @@ async def test_sign_in_find_a_customer_and_see_score_and_stage(
                 await expect(page.locator("header .who")).to_contain_text("rm-grace")
 
                 # Search by phone, written another way: the blind index finds the customer.
-                # htmx (served by the console) swaps the results in and pushes the URL.
+                # htmx (served by the console) swaps the results into the page; the number
+                # is posted, so it never shows in the URL.
                 assert await page.evaluate("typeof window.htmx") == "object"
                 await page.fill("input[name=q]", phone.replace(" ", ""))
                 await page.click("form.search button")
                 row = page.locator("#results #search-results a", has_text=customer)
                 await expect(row).to_be_visible()
-                await expect(page).to_have_url(re.compile(r"/customers/search\?q=%2B44"))
+                await expect(page).to_have_url(f"{platform.console}/customers")
                 await row.click()
                 await expect(page).to_have_url(f"{platform.console}/customers/{customer}")
 
