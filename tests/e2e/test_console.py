@@ -71,14 +71,15 @@ async def test_sign_in_find_a_customer_and_see_score_and_stage(
         t0 = f.now() - f.minutes(30)
         await ns.publish("tenure.customers.v1",
                          f.registered(customer, t0, phone=phone, name="Grace Example"))
-        await ns.publish("tenure.customers.v1", f.consent(customer, "email", "marketing", True,
-                                                         t0))
         await ns.publish("tenure.transactions.v1",
                          f.transaction(customer, t0 + f.minutes(5), balance_after="2500.00"))
-        # A later one moves the partition's event clock past the first product's time, so
-        # the lifecycle's stage does not wait on the clock.
+        # Later events on both topics the lifecycle reads move the partition's event clock
+        # past the first product's time, so the stage does not wait on the clock.
+        late = f.now() - f.minutes(1)
+        await ns.publish("tenure.customers.v1",
+                         f.consent(customer, "email", "marketing", True, late))
         await ns.publish("tenure.transactions.v1",
-                         f.transaction(customer, f.now() - f.minutes(1), balance_after="2475.00"))
+                         f.transaction(customer, late, balance_after="2475.00"))
         async with async_playwright() as playwright:
             # The browser starts while the services work through the events.
             truth, browser = await asyncio.gather(
