@@ -142,6 +142,15 @@ async def rotate(
     return report
 
 
+def generate(key_id: str) -> str:
+    """A new random 32-byte key as a settings entry (dev; production keys come from a KMS).
+
+    >>> entry = generate("m2"); entry.startswith("m2:") and len(entry) == 46
+    True
+    """
+    return Keyring.generate(key_id).to_setting()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="keys_command", required=True)
     rot = sub.add_parser("rotate", help="re-wrap data keys and re-encrypt fields under the "
@@ -150,9 +159,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rot.add_argument("--pause", type=float, default=0.0,
                      help="seconds between batches (to spare a busy database)")
     sub.add_parser("status", help="what each master and field key id still protects")
+    gen = sub.add_parser("generate", help="print a fresh 'id:base64url' key entry to put first "
+                         "in TENURE_MASTER_KEYS or TENURE_PROFILE_PII_KEYS")
+    gen.add_argument("key_id", help="e.g. m2 or k2 (1-32 of A-Z a-z 0-9 . _ -)")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.keys_command == "generate":
+        print(generate(args.key_id))
+        return 0
     keys, profile = _settings()
     if args.keys_command == "status":
         print(json.dumps(asyncio.run(status(keys, profile)), indent=2))

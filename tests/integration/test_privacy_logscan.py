@@ -128,6 +128,14 @@ async def test_no_personal_data_in_logs_outputs_or_metrics(ns: Namespace) -> Non
         found = [needle for needle in needles if needle.lower() in text.lower()]
         assert not found, (name, found[:5])
 
+    # The simulator's personal data travelled sealed.
+    registrations = [m for m in await ns.read_topic("tenure.customers.v1", timeout=20)
+                     if (m["value"] or {}).get("event_type") == "customer.registered"
+                     and m["value"]["customer_id"].startswith(config.id_prefix)]
+    assert len(registrations) == config.customers
+    assert all(m["value"]["payload"]["sealed"] and m["value"]["payload"]["name"] is None
+               for m in registrations)
+
     outputs: dict[str, int] = {}
     for topic in OUTPUT_TOPICS.values():
         for record in await ns.read_topic(topic, timeout=20):

@@ -1,34 +1,21 @@
-"""The project's publishers seal personal fields before they reach Kafka: `tenure import` and
-`tenure simulate`, run as an operator runs them, leave no plaintext personal data on the
-ingress topics, and keep everything else of the event (ids, payload) as it was."""
+"""The project's publishers seal personal fields before they reach Kafka: `tenure import`
+leaves no plaintext personal data on the ingress topics and keeps everything else of the event
+(ids, payload); a consumer that re-publishes (the partner ingress) seals in its transaction.
+The simulator's path (`EventPublisher.send`) is checked by test_privacy_logscan."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.events import encode_event
-from shared.keys import KeySettings, KeyStore, ensure_schema, seal_in_transaction
+from shared.keys import KeySettings, KeyStore, seal_in_transaction
+from tenure_cli.importer import ImportOptions, run_import
 from tests.support.factories import registered
 from tests.support.platform import Namespace
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-async def tenure(ns: Namespace, *args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tenure_cli.main", *args, cwd=str(ROOT),
-        env={**os.environ, **ns.env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode == 0, err.decode()[-2000:]
-    return out.decode()
 
 
 async def test_import_seals_personal_fields_and_keeps_the_events_ids(
@@ -47,7 +34,8 @@ async def test_import_seals_personal_fields_and_keeps_the_events_ids(
     ]
     source = tmp_path / "history.jsonl"
     source.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    await tenure(ns, "import", "--quiet", str(source))
+    result = await run_import(ImportOptions(path=source, progress=False), ns.platform())
+    assert result.published == 2
 
     messages = await ns.read_topic("tenure.customers.v1") + await ns.read_topic(
         "tenure.feedback.v1")
@@ -56,43 +44,25 @@ async def test_import_seals_personal_fields_and_keeps_the_events_ids(
         for plain in (b"Imogen", b"imogen@", b"955001", b"Wapping"):
             assert plain not in message["raw"]
         assert message["value"]["payload"]["sealed"]["kid"].startswith("dk-")
-    registered = next(m for m in messages if m["value"]["event_type"] == "customer.registered")
-    assert registered["value"]["payload"]["segment"] == "premier"
+    registered_ = next(m for m in messages if m["value"]["event_type"] == "customer.registered")
+    assert registered_["value"]["payload"]["segment"] == "premier"
     keys = await ns.sql("privacy", "SELECT count(*) FROM customer_keys WHERE customer_id='IMP-1'")
     assert keys[0][0] == 1, "one data key for the customer, whatever the number of events"
 
-
-async def test_simulate_seals_every_registration(ns: Namespace) -> None:
-    await tenure(ns, "simulate", "--customers", "4", "--days", "60", "--seed", "3",
-                 "--id-prefix", "SIMP", "--limit", "200")
-    registrations = [m for m in await ns.read_topic("tenure.customers.v1")
-                     if m["value"]["event_type"] == "customer.registered"]
-    assert 1 <= len(registrations) <= 4
-    for message in registrations:
-        assert b"Sim Customer" not in message["raw"] and b"@example.test" not in message["raw"]
-        assert message["value"]["payload"]["name"] is None
-        assert message["value"]["payload"]["sealed"]["ciphertext"]
-
-
-async def test_sealing_inside_a_consumers_transaction_mints_once_and_withholds_after_shredding(
-    ns: Namespace,
-) -> None:
-    settings = KeySettings(**ns.platform().model_dump())
-    store = KeyStore.from_settings(settings)
-    event = registered("C-TX-1", name="Terence Transactional", email="terence@tx.example")
+    # Inside a consumer's transaction: the same customer's key, and after shredding the
+    # personal fields are withheld rather than sent in clear.
+    store = KeyStore.from_settings(KeySettings(**ns.platform().model_dump()))
+    event = registered("IMP-1", name="Imogen Importwright", email="imogen@import.example")
     engine = create_async_engine(ns.database_url)
     try:
         async with engine.begin() as conn:
-            await ensure_schema(conn, store.schema)
-            first = await seal_in_transaction(conn, store, event)
-            second = await seal_in_transaction(conn, store, event)
-        for sealed in (first, second):
-            assert b"Terence" not in encode_event(sealed)
-        assert first.payload.sealed.kid == second.payload.sealed.kid  # type: ignore[attr-defined]
+            sealed: Any = await seal_in_transaction(conn, store, event)
+        assert b"Imogen" not in encode_event(sealed)
+        assert sealed.payload.sealed.kid == registered_["value"]["payload"]["sealed"]["kid"]
         async with engine.begin() as conn:
-            assert await store.shred(conn, "C-TX-1")
-            after = await seal_in_transaction(conn, store, event)
-        assert after.payload.name is None and after.payload.sealed is None  # type: ignore[attr-defined]
-        assert b"Terence" not in encode_event(after)
+            assert await store.shred(conn, "IMP-1")
+            after: Any = await seal_in_transaction(conn, store, event)
+        assert after.payload.name is None and after.payload.sealed is None
+        assert b"Imogen" not in encode_event(after)
     finally:
         await engine.dispose()
