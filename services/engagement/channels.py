@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.engagement.store import EngagementStore, actions, rm_tasks
-from shared.auth import mint_token
+from shared.auth import ServiceTokens
 from shared.events import EngagementDelivered, EngagementDelivery, derived_event_id
 from shared.kit import UnitOfWork
 from shared.logs import customer_ref
@@ -49,6 +49,9 @@ class Deliverer:
         self.engine = engine
         self.relay = relay
         self.client = httpx.AsyncClient(timeout=10)
+        # dev: minted with the dev key; oidc: the IdP's client-credentials grant, cached
+        self.tokens = ServiceTokens(settings, subject="engagement-delivery",
+                                    scopes=["profile:read", "pii:read"])
         self._stopping = asyncio.Event()
         self.delivered = 0
 
@@ -161,9 +164,10 @@ class Deliverer:
 
     async def _address(self, customer_id: str) -> dict[str, Any]:
         """Personal data only at the moment of sending, from profile, with a service token."""
-        token = mint_token(self.settings.jwt_secret, subject="engagement-delivery",
-                           kind="service", scopes=["profile:read", "pii:read"],
-                           audience=self.settings.jwt_audience, ttl_seconds=300)
+        try:
+            token = await self.tokens.get()
+        except (httpx.HTTPError, RuntimeError, KeyError, ValueError) as exc:
+            raise DeliveryError(f"no service token: {type(exc).__name__}") from None
         try:
             r = await self.client.get(f"{self.settings.profile_url}/v1/customers/{customer_id}",
                                       headers={"Authorization": f"Bearer {token}"})
