@@ -107,6 +107,11 @@ POLICY: tuple[Rule, ...] = (
     Rule("engagement", "outcomes", "age", 3 * 365, "at", holdable=False,
          why="outcomes of actions, as long as the actions"),
     Rule("engagement", "churn_events", "age", 3 * 365, "at", why="uplift evidence"),
+    # ingress (partner lanes)
+    Rule("ingress", "partners", "keep", holdable=False,
+         why="which partners exist and when they were removed: contract record"),
+    Rule("ingress", "partner_customers", "customer",
+         why="which partner may speak for which customer, for the relationship"),
     # The key store.
     Rule("privacy", "customer_keys", "customer",
          why="one data key per customer, shredded at erasure"),
@@ -151,7 +156,7 @@ class RunReport:
 def _schemas(settings: PlatformSettings) -> dict[str, str]:
     from tenure_cli.services import SERVICE_NAMES
 
-    out = {name: f"{settings.schema_prefix}{name}" for name in SERVICE_NAMES}
+    out = {name: f"{settings.schema_prefix}{name}" for name in (*SERVICE_NAMES, "ingress")}
     out["privacy"] = f"{settings.schema_prefix}privacy"
     return out
 

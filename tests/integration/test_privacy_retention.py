@@ -13,9 +13,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from shared.db import migrate
 from shared.settings import ALL_TOPICS
 from tenure_cli import retention
-from tenure_cli.services import SERVICE_NAMES
+from tenure_cli.services import SERVICE_NAMES, migrations_dir
 from tests.support.platform import Namespace, eventually, token
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -140,12 +141,13 @@ async def test_purge_keeps_what_is_recent_and_what_is_held(ns: Namespace) -> Non
 
 
 async def test_every_table_of_every_service_has_a_retention_rule(ns: Namespace) -> None:
+    await migrate(ns.settings("ingress"), migrations_dir("ingress"))
     await retention.run(ns.platform(), topics=False, erase=False)  # creates the privacy schema
     engine = create_async_engine(ns.database_url)
     missing, stale, bad_columns = [], [], []
     try:
         async with engine.connect() as conn:
-            for service in (*SERVICE_NAMES, "privacy"):
+            for service in (*SERVICE_NAMES, "ingress", "privacy"):
                 schema = f"{ns.prefix}_{service}"
                 columns: dict[str, set[str]] = {}
                 rows = await conn.execute(sa.text(
