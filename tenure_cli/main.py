@@ -1,4 +1,10 @@
-"""`tenure`: the platform's command line (topics, migrations, tokens, contracts, bench...)."""
+"""`tenure`: the platform's command line (topics, migrations, tokens, contracts, bench...).
+
+Exit codes every command keeps, so scripts can trust them: 0 done; 1 an unexpected error
+(a bug: the traceback says where); 2 bad arguments (argparse, or a command's own checks);
+3 the command ran but could not finish what was asked (each command's --help says when);
+4 Kafka, PostgreSQL or a service could not be reached; 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
@@ -76,6 +82,12 @@ def _cmd_churn_report(args: argparse.Namespace) -> int:
     return report_main(args)
 
 
+def _cmd_dlq(args: argparse.Namespace) -> int:
+    from tenure_cli.dlq import main as dlq_main
+
+    return dlq_main(args)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from tenure_cli.eval_cmd import main as eval_main
 
@@ -109,21 +121,42 @@ def _cmd_retention(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tenure",
-        description="Tenure customer-lifecycle platform: operate topics, schemas, tokens, "
-        "contracts and benchmarks. Addresses come from TENURE_KAFKA_BOOTSTRAP and "
-        "TENURE_DATABASE_URL.",
+        description="Tenure customer-lifecycle platform: set up topics and schemas, mint "
+        "tokens, publish simulated or imported history, report churn risk, inspect and replay "
+        "dead letters, evaluate and benchmark. Addresses come from TENURE_KAFKA_BOOTSTRAP and "
+        "TENURE_DATABASE_URL (and TENURE_TOPIC_PREFIX when tests isolate themselves). "
+        "`tenure COMMAND --help` explains each command.",
+        epilog="Exit codes: 0 done; 1 unexpected error (a bug); 2 bad arguments; 3 could not "
+        "finish what was asked (see the command's help); 4 Kafka, PostgreSQL or a service "
+        "unreachable; 130 interrupted.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    topics = sub.add_parser("topics", help="create the platform's topics")
+    topics = sub.add_parser(
+        "topics", help="create the platform's topics",
+        description="`tenure topics ensure` creates every missing topic with the platform's "
+        "partition count (TENURE_PARTITIONS) and configs, and fails if an existing topic has "
+        "another partition count (one customer's events must share a partition index). "
+        "Idempotent. Exit codes: 0 ready, 4 Kafka unreachable.",
+    )
     topics.add_argument("action", choices=["ensure"])
     topics.set_defaults(func=_cmd_topics)
 
-    migrate = sub.add_parser("migrate", help="run every service's migrations to head")
+    migrate = sub.add_parser(
+        "migrate", help="run every service's migrations to head",
+        description="Creates each service's schema and runs its Alembic migrations to head; "
+        "run it before the services start (compose and Kubernetes run it as a one-shot "
+        "step). Idempotent. Exit codes: 0 migrated, 4 PostgreSQL unreachable.",
+    )
     migrate.add_argument("services", nargs="*", help="only these services")
     migrate.set_defaults(func=_cmd_migrate)
 
-    token = sub.add_parser("token", help="mint a development bearer token")
+    token = sub.add_parser(
+        "token", help="mint a development bearer token",
+        description="Prints a signed bearer token (HS256, TENURE_JWT_SECRET) with the given "
+        "scopes, e.g. --scopes 'profile:read scoring:read'. For development and tests; "
+        "production uses the bank's identity provider.",
+    )
     token.add_argument("--scopes", required=True, help="comma- or space-separated scopes")
     token.add_argument("--subject", default="dev-user")
     token.add_argument("--kind", choices=["person", "service"], default="person")
@@ -178,6 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     import_arguments(importer)
     importer.set_defaults(func=_cmd_import)
 
+    dlq = sub.add_parser(
+        "dlq", help="list dead letters with their reasons; replay them to their topic",
+        description="Dead letters are messages a service refused (malformed, invalid, "
+        "unregistered source, too large, a handler error), kept on tenure.dlq.v1 with the "
+        "original bytes, where they came from and why. `list` shows them; `replay` "
+        "re-publishes selected ones to their original topic once the cause is fixed. "
+        "Exit codes: 0 done, 2 bad arguments, 3 nothing matched (replay), 4 Kafka "
+        "unreachable.",
+    )
+    from tenure_cli.dlq import add_arguments as dlq_arguments
+
+    dlq_arguments(dlq)
+    dlq.set_defaults(func=_cmd_dlq)
+
     partners = sub.add_parser(
         "partners",
         help="partner banks: principals, ACLs and topics at the broker, shared customers",
@@ -190,7 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     partners_arguments(partners)
     partners.set_defaults(func=_cmd_partners)
 
-    contracts = sub.add_parser("contracts", help="write JSON Schema and AsyncAPI documents")
+    contracts = sub.add_parser(
+        "contracts", help="write JSON Schema and AsyncAPI documents",
+        description="Generates the event contract for publishers outside the bank from the "
+        "models in shared/events.py: one JSON Schema per event type and an AsyncAPI 3 "
+        "document. A test fails when the committed files are stale.",
+    )
     contracts.add_argument("--out", default="docs/contracts")
     contracts.set_defaults(func=_cmd_contracts)
 
@@ -218,7 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     retention_arguments(retention)
     retention.set_defaults(func=_cmd_retention)
 
-    bench = sub.add_parser("bench", help="run the benchmark; writes bench/results.json")
+    bench = sub.add_parser(
+        "bench", help="run the benchmark; writes bench/results.json",
+        description="Publishes a fixed event mix and measures the consumer kit alone "
+        "against profile's ingest into PostgreSQL, end-to-end latency at paced rates and "
+        "ingest with large populations; writes bench/results.json and docs/benchmarks.md. "
+        "Progress goes to stderr. Exit codes: 0 measured, 4 Kafka or PostgreSQL unreachable.",
+    )
     bench.add_argument("--events", type=int, default=20_000, help="events to publish")
     bench.add_argument("--customers", type=int, default=2_000)
     bench.add_argument("--out", default="bench/results.json")
@@ -260,6 +318,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not _unreachable(exc):
+            raise
+        print(f"tenure {args.command}: cannot reach the infrastructure: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 4
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Kafka, PostgreSQL or a service down (exit 4), as opposed to a bug (a traceback)."""
+    import errno
+
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    kinds = (KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable, OperationalError,
+             InterfaceError, ConnectionError)
+    refused = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT}
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kinds) or (isinstance(seen, OSError) and (
+                seen.errno in refused or "Connect call failed" in str(seen))):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 if __name__ == "__main__":
