@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.profile import consumer
+from services.profile.metrics import ProfileMetrics
 from services.profile.pii import BlindIndex, FieldCipher, Keyring
 from services.profile.settings import ProfileSettings
 from services.profile.store import ProfileStore, Protection
@@ -57,4 +58,6 @@ def bootstrap(settings: ProfileSettings, **overrides: Any) -> ServiceRuntime:
     runtime.protection = protection  # type: ignore[attr-defined]
     # The key store's schema exists before the first sealed event or erasure needs it.
     runtime.startup.insert(0, partial(ensure_key_store, key_settings(settings)))
+    runtime.extra_tasks.append(ProfileMetrics(runtime.metrics.registry)
+                               .state_gauges(runtime.engine).run)
     return runtime
