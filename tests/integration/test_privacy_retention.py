@@ -14,7 +14,6 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.db import migrate
-from shared.settings import ALL_TOPICS
 from tenure_cli import retention
 from tenure_cli.services import SERVICE_NAMES, migrations_dir
 from tests.support.platform import Namespace, eventually, token
@@ -169,8 +168,3 @@ async def test_every_table_of_every_service_has_a_retention_rule(ns: Namespace) 
     assert not missing, f"tables without a retention rule in tenure_cli/retention.py: {missing}"
     assert not stale, f"rules for tables that do not exist: {stale}"
     assert not bad_columns, f"age rules naming missing columns: {bad_columns}"
-
-
-def test_every_topic_has_a_finite_retention() -> None:
-    assert set(retention.TOPIC_RETENTION_DAYS) == set(ALL_TOPICS)
-    assert all(1 <= days <= 400 for days in retention.TOPIC_RETENTION_DAYS.values())

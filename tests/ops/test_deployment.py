@@ -65,6 +65,7 @@ def _known_env_names() -> set[str]:
         prefix = cls.model_config.get("env_prefix", "")
         names |= {f"{prefix}{n}".upper() for n in cls.model_fields}
     names.add("TENURE_STATE_METRICS_SECONDS")
+    names.add("TENURE_MASTER_KEYS")  # shared.keys.KeySettings: profile and the publishers
     return names
 
 
