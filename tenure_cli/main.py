@@ -32,6 +32,12 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         for name in args.services or (*SERVICE_NAMES, "ingress"):
             await migrate(settings_class(name)(), migrations_dir(name))
             print(f"migrated {name}")
+        if not args.services:
+            from shared.keys import KeySettings
+            from shared.keys import ensure as ensure_privacy
+
+            await ensure_privacy(KeySettings())  # the key store, legal holds, retention runs
+            print("migrated privacy")
 
     asyncio.run(run())
     return 0
