@@ -34,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import ValidationError
 
 from shared.events import CustomerDetails, EnvelopeBase, SealedPII
 
@@ -256,7 +257,14 @@ def unsealed_details(details: CustomerDetails, opened: Mapping[str, Any]) -> Cus
         raise SealError(f"sealed personal data holds unexpected fields {unknown}")
     data = details.model_dump(mode="json", exclude={"sealed"})
     data.update(opened)
-    return CustomerDetails.model_validate(data)
+    try:
+        return CustomerDetails.model_validate(data)
+    except ValidationError as exc:
+        # Name the fields and the rules, never the values (this reason goes to the DLQ).
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise SealError(f"sealed personal data breaks the contract: {reasons}") from None
 
 
 def needs_sealing(event: EnvelopeBase) -> bool:

@@ -127,3 +127,15 @@ def test_master_key_setting_errors_never_echo_the_key() -> None:
     with pytest.raises(ValueError) as caught:
         MasterKeys.from_setting("m1:c2VjcmV0")
     assert "c2VjcmV0" not in str(caught.value)
+
+
+def test_sealed_fields_that_break_the_contract_are_refused_by_field_never_by_value() -> None:
+    key = new_data_key()
+    sealed = seal_event(registered(name="Ada"), kid="dk-1", data_key=key)
+    details: ev.CustomerDetails = sealed.payload  # type: ignore[attr-defined]
+    with pytest.raises(SealError) as caught:
+        unsealed_details(details, {"name": "Bartholomew " * 30})
+    assert "name: String should have at most 200 characters" in str(caught.value)
+    assert "Bartholomew" not in str(caught.value)
+    with pytest.raises(SealError, match="unexpected fields"):
+        unsealed_details(details, {"segment": "private"})
