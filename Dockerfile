@@ -11,5 +11,5 @@ COPY services ./services
 COPY tenure_cli ./tenure_cli
 RUN pip install --no-cache-dir --no-deps . && useradd --system --uid 10001 tenure
 USER 10001
-EXPOSE 8101 8102 8103 8104
+EXPOSE 8100 8101 8102 8103 8104
 CMD ["tenure", "--help"]

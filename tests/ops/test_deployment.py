@@ -60,8 +60,9 @@ def _known_env_names() -> set[str]:
     for field in PlatformSettings.model_fields.values():
         alias = field.validation_alias
         names |= {c for c in getattr(alias, "choices", []) if isinstance(c, str)}
-    for service in SERVICE_NAMES:
-        cls = settings_class(service)
+    from services.console.settings import ConsoleSettings
+
+    for cls in [*map(settings_class, SERVICE_NAMES), ConsoleSettings]:
         prefix = cls.model_config.get("env_prefix", "")
         names |= {f"{prefix}{n}".upper() for n in cls.model_fields}
     names.add("TENURE_STATE_METRICS_SECONDS")
@@ -167,7 +168,15 @@ def test_every_reference_in_the_compose_file_resolves() -> None:
     doc = load_compose()
     assert reference_problems(doc) == []
     services = doc["services"]
-    assert {"kafka", "postgres", "migrate", "prometheus", "grafana", *PORTS} <= set(services)
+    assert {"kafka", "postgres", "migrate", "prometheus", "grafana", "console", *PORTS} <= set(
+        services)
+    # The console calls the four services where they answer, once they are healthy.
+    console = services["console"]
+    assert _depends(console) == {name: "service_healthy" for name in PORTS}
+    for name, port in PORTS.items():
+        assert _env(console)[f"TENURE_CONSOLE_{name.upper()}_URL"] == f"http://{name}:{port}"
+    assert "8100:8100" in console["ports"] and "services.console.app:create_app" in (
+        _command(console))
     # The migration step needs the infrastructure healthy, and runs real CLI commands.
     assert _depends(services["migrate"]) == {"kafka": "service_healthy",
                                              "postgres": "service_healthy"}
@@ -207,10 +216,10 @@ def test_prometheus_in_compose_scrapes_every_service_and_grafana_is_provisioned(
         assert f"/etc/prometheus/{rule_file}" in mounts.values(), rule_file
     targets = {t for job in config["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]}
-    assert targets == {f"{s}:{p}" for s, p in PORTS.items()}
+    assert targets == {f"{s}:{p}" for s, p in {**PORTS, "console": 8100}.items()}
     labelled = {sc["labels"]["service"] for job in config["scrape_configs"]
                 for sc in job["static_configs"]}
-    assert labelled == set(PORTS)
+    assert labelled == {*PORTS, "console"}
 
     grafana = doc["services"]["grafana"]
     gmounts = dict(str(v).split(":")[:2] for v in grafana["volumes"] if str(v).startswith("."))
@@ -240,7 +249,7 @@ def test_dockerfile_copies_what_exists_and_exposes_the_service_ports() -> None:
                 assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
     exposed = {int(p) for line in text.splitlines() if line.startswith("EXPOSE ")
                for p in line.split()[1:]}
-    assert set(PORTS.values()) <= exposed
+    assert {*PORTS.values(), 8100} <= exposed
     for name, s in load_compose()["services"].items():
         if s.get("build"):
             assert s["build"] in (".", {"context": "."}), name

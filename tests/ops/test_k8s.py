@@ -112,3 +112,23 @@ def test_scaling_by_consumer_lag_targets_each_services_group_within_the_partitio
         assert meta["consumerGroup"] == settings_class(name)().consumer_group
         assert meta["bootstrapServers"] == config["TENURE_KAFKA_BOOTSTRAP"]
         assert int(meta["lagThreshold"]) > 0
+
+
+def test_the_console_calls_the_services_where_their_kubernetes_services_answer() -> None:
+    docs = manifests()
+    services = by_kind(docs, "Service")
+    console = by_kind(docs, "Deployment")["tenure-console"]["spec"]
+    assert console["replicas"] >= 2
+    (container,) = console["template"]["spec"]["containers"]
+    assert "services.console.app:create_app" in container["command"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e for e in container["env"]}
+    for name, port in PORTS.items():
+        url = env[f"TENURE_CONSOLE_{name.upper()}_URL"]["value"]
+        host, _, answered = url.removeprefix("http://").partition(":")
+        assert host in services and services[host]["spec"]["ports"][0]["port"] == int(answered)
+    # Least privilege: only the token key from the Secret, no database or data keys.
+    assert [e["configMapRef"]["name"] for e in container["envFrom"]] == ["tenure-config"]
+    secret_refs = [e["valueFrom"]["secretKeyRef"]["key"] for e in env.values() if "valueFrom" in e]
+    assert secret_refs == ["TENURE_JWT_SECRET"]
+    assert "tenure-console" in services
