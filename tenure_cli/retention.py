@@ -206,6 +206,21 @@ async def purge(
             )
 
 
+async def forget_erased_mappings(
+    conn: AsyncConnection, settings: PlatformSettings, report: RunReport
+) -> None:
+    """Partner-to-bank id mappings of erased customers: the ingress reads partner topics only,
+    so it never sees `customer.erased`; the nightly run removes what erasure left there."""
+    schemas = _schemas(settings)
+    if "partner_customers" not in await _tables(conn, schemas["ingress"]):
+        return
+    result = await conn.execute(sa.text(
+        f'DELETE FROM "{schemas["ingress"]}".partner_customers m '
+        f'USING "{schemas["privacy"]}".shredded_customers s WHERE m.customer_id = s.customer_id'
+    ))
+    report.removed["ingress.partner_customers"] = int(result.rowcount or 0)
+
+
 async def ended_relationships(
     conn: AsyncConnection, settings: PlatformSettings, now: datetime
 ) -> tuple[list[str], list[str]]:
@@ -280,6 +295,7 @@ async def run(
         async with engine.begin() as conn:
             await ensure_schema(conn, key_settings.privacy_schema)
             await purge(conn, settings, now, report)
+            await forget_erased_mappings(conn, settings, report)
             to_erase, kept = await ended_relationships(conn, settings, now)
             if kept:
                 report.held["profile.customers"] = len(kept)

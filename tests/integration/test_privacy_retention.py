@@ -76,9 +76,18 @@ async def test_purge_keeps_what_is_recent_and_what_is_held(ns: Namespace) -> Non
     await execute(ns, "scoring", "INSERT INTO inbox (event_id, processed_at) VALUES (:e, :t)",
                   e=old_event, t=NOW - 2 * YEAR)
     await execute(ns, "scoring", "INSERT INTO inbox (event_id) VALUES (:e)", e=new_event)
+    # An erased customer's partner mapping (the ingress never hears of erasures).
+    await migrate(ns.settings("ingress"), migrations_dir("ingress"))
+    await execute(ns, "ingress", "INSERT INTO partners (partner_id, status) VALUES ('bank-x', "
+                  "'active')")
+    for partner_customer_id, customer_id in (("X-1", "C-GONE"), ("X-2", plain)):
+        await execute(ns, "ingress", "INSERT INTO partner_customers (partner_id, "
+                      "partner_customer_id, customer_id) VALUES ('bank-x', :p, :c)",
+                      p=partner_customer_id, c=customer_id)
     settings = ns.platform()
     hold_id = await retention.place_hold(settings, held, reason="litigation 2026-117",
                                          placed_by="legal")
+    await execute(ns, "privacy", "INSERT INTO shredded_customers (customer_id) VALUES ('C-GONE')")
 
     report = await retention.run(settings, now=NOW)
 
@@ -92,6 +101,8 @@ async def test_purge_keeps_what_is_recent_and_what_is_held(ns: Namespace) -> Non
     assert report.removed["profile.activity_days"] == 2  # plain's and ended's old days
     assert report.held["profile.activity_days"] == 1
     assert report.removed["scoring.inbox"] == 1
+    assert [tuple(r) for r in await ns.sql("ingress", "SELECT customer_id FROM "
+                                           "partner_customers")] == [(plain,)]
     # End of relationship: the long-silent customer without an open account is erased, the
     # held one and the one with an open account are not.
     assert report.erased_customers == [ended]
