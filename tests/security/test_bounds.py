@@ -24,7 +24,8 @@ def bearer(*scopes: str, subject: str = "svc-a") -> dict[str, str]:
     return {"Authorization": f"Bearer {token(*scopes, subject=subject, kind='service')}"}
 
 
-async def test_each_token_has_its_own_rate_limit(ns: Namespace) -> None:
+async def test_each_token_has_its_own_rate_limit(module_ns: Namespace) -> None:
+    ns = module_ns
     async with ns.service("profile", run_consumers=False, rate_limit_per_second=0.01,
                           rate_limit_burst=3) as svc:
         first = bearer("profile:read", subject="svc-a")
@@ -41,7 +42,8 @@ async def test_each_token_has_its_own_rate_limit(ns: Namespace) -> None:
         assert (await svc.client.get("/healthz")).status_code == 200
 
 
-async def test_pages_strings_queries_and_bodies_are_bounded(ns: Namespace) -> None:
+async def test_pages_strings_queries_and_bodies_are_bounded(module_ns: Namespace) -> None:
+    ns = module_ns
     async with ns.service("engagement", run_consumers=False, max_body_bytes=4096) as svc:
         admin = bearer("engagement:admin", "engagement:read")
         page = await svc.client.get("/v1/rm-tasks", params={"limit": 100_000}, headers=admin)
@@ -84,7 +86,8 @@ async def test_pages_strings_queries_and_bodies_are_bounded(ns: Namespace) -> No
         assert bad_json.headers["content-type"] == "application/problem+json"
 
 
-async def test_validation_errors_name_the_field_not_the_value(ns: Namespace) -> None:
+async def test_validation_errors_name_the_field_not_the_value(module_ns: Namespace) -> None:
+    ns = module_ns
     async with ns.service("profile", run_consumers=False) as svc:
         reader = bearer("profile:read")
         for params in ({"phone": PHONE * 3}, {"national_id": "AB123456C" * 10},

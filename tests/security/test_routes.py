@@ -56,7 +56,10 @@ def unsigned(scope: str) -> str:
 
 
 @pytest.mark.parametrize("name", APPS)
-async def test_every_route_needs_a_valid_token_with_its_scope(ns: Namespace, name: str) -> None:
+async def test_every_route_needs_a_valid_token_with_its_scope(
+    module_ns: Namespace, name: str
+) -> None:
+    ns = module_ns
     if name not in SERVICE_NAMES:
         await migrate(ns.settings(name), migrations_dir(name))
     async with ns.service(name, run_consumers=False) as svc:
