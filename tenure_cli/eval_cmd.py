@@ -427,11 +427,9 @@ def render_markdown(results: dict[str, Any]) -> str:
                              f"{_fmt(m.get('score_q25'))} | {_fmt(m['score_median'])} | "
                              f"{_fmt(m.get('score_q75'))} |")
         lines.append("")
-    lines += [
-        "Playbook uplift against holdout: not measured yet (the engagement service does not",
-        "run playbooks with holdouts yet).",
-        "",
-    ]
+    from tenure_cli.uplift_eval import render as render_uplift
+
+    lines += render_uplift(results.get("uplift"))
     return "\n".join(lines)
 
 
@@ -457,6 +455,11 @@ def main(args: argparse.Namespace) -> int:
             "commit": _commit(),
             "runs": [asyncio.run(run_one(r, horizon, Path(tmp))) for r in runs],
         }
+        uplift = config.get("uplift")
+        if uplift and (not args.only or uplift.get("name", "uplift") in args.only):
+            from tenure_cli.uplift_eval import run_uplift
+
+            results["uplift"] = _round(asyncio.run(run_uplift(uplift, Path(tmp))))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

@@ -16,6 +16,15 @@ Behaviour, in banking terms:
   the shape of a retailer's or card issuer's raw log. Each customer buys at their own rate
   with weekly and December seasonality; after any purchase they may drop out for good, and
   many fade (longer gaps) before they do; a few come back after long breaks.
+
+Response to engagement (`full` profile): a message that reaches a customer (`Treatments`)
+may keep a customer who was going to leave: with probability `offer_effects[template]`,
+drawn from the customer's own seeded response stream, the leaving is called off from the
+day the message arrived (the decline stops, activity returns to normal, no account closes).
+That is the known, seeded effect the uplift measurement must recover. Without treatments
+the events are exactly those of the same seed without this feature. `Simulation` advances
+the bank day-aligned step by step, so the platform's decisions can reach its customers
+between steps (a closed loop, docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -24,8 +33,9 @@ import heapq
 import math
 import random
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -60,6 +70,9 @@ class SimConfig:
     currency: str = "EUR"
     # Share of customers already customers at `start` (the rest join over the first half).
     existing_share: float = 0.6
+    # Response to engagement: template -> the chance that a message keeps a customer who was
+    # going to leave (the relative cut in leaving); templates not listed have no effect.
+    offer_effects: tuple[tuple[str, float], ...] = ()
 
     @property
     def end(self) -> datetime:
@@ -88,6 +101,63 @@ class Persona:
     products: list[str] = field(default_factory=list)
     consent: dict[tuple[str, str], bool] = field(default_factory=dict)
     returns_after: datetime | None = None
+
+
+@dataclass
+class Received:
+    """A message that reached a simulated customer, and (once the simulator got to that day)
+    how the customer responded."""
+
+    template: str
+    known_at: datetime  # from this moment the customer has it (a day boundary in a loop)
+    playbook: str | None = None
+    decided_at: datetime | None = None
+    effective_day: datetime | None = None
+    draw: float | None = None
+    saved: bool | None = None
+    would_have_left_at: datetime | None = None
+
+    def fresh(self) -> Received:
+        """The same message, not yet responded to (to replay a customer's world)."""
+        return replace(self, effective_day=None, draw=None, saved=None, would_have_left_at=None)
+
+
+class Treatments:
+    """What engagement delivered to whom. The closed loop fills it between simulation steps;
+    the simulator reads it day by day."""
+
+    def __init__(self, received: list[tuple[str, Received]] | None = None) -> None:
+        self._by_customer: dict[str, list[Received]] = defaultdict(list)
+        for customer_id, r in received or []:
+            self._by_customer[customer_id].append(r)
+
+    def receive(self, customer_id: str, template: str, known_at: datetime, *,
+                playbook: str | None = None, decided_at: datetime | None = None) -> Received:
+        r = Received(template, known_at, playbook, decided_at)
+        self._by_customer[customer_id].append(r)
+        return r
+
+    def of(self, customer_id: str) -> list[Received]:
+        return self._by_customer.get(customer_id, [])
+
+    def customers(self) -> list[str]:
+        return sorted(self._by_customer)
+
+
+def _respond(config: SimConfig, p: Persona, received: list[Received], day: datetime) -> None:
+    """Messages that arrived by `day` take effect; each draws from its own seeded stream
+    (never from the behaviour streams, so untreated customers are untouched)."""
+    effects = dict(config.offer_effects)
+    for r in sorted(received, key=lambda r: (r.known_at, r.template)):
+        if r.effective_day is not None or r.known_at > day:
+            continue
+        draw = _rng(config, p.index, f"response:{r.template}:{r.known_at.isoformat()}").random()
+        r.effective_day, r.draw = day, draw
+        r.saved = p.churn_at is not None and p.churn_at > day and draw < effects.get(
+            r.template, 0.0)
+        if r.saved:
+            r.would_have_left_at = p.churn_at
+            p.churn_at, p.churns, p.closes_accounts = None, False, False
 
 
 def _rng(config: SimConfig, index: int, stream: str) -> random.Random:
@@ -329,8 +399,19 @@ def _poisson(rng: random.Random, lam: float) -> int:
     return k
 
 
-def customer_events(config: SimConfig, index: int) -> Iterator[ev.EnvelopeBase]:
-    """One customer's events in time order."""
+def customer_events(
+    config: SimConfig, index: int, treatments: Treatments | None = None
+) -> Iterator[ev.EnvelopeBase]:
+    """One customer's events in time order (responding to `treatments`, if any)."""
+    for item in _customer_stream(config, index, treatments):
+        if not isinstance(item, datetime):
+            yield item
+
+
+def _customer_stream(
+    config: SimConfig, index: int, treatments: Treatments | None
+) -> Iterator[ev.EnvelopeBase | datetime]:
+    """Events, and after each simulated day the moment before which every event is out."""
     p = persona(config, index)
     if config.profile == "purchases":
         yield from _purchase_events(config, p)
@@ -379,8 +460,11 @@ def customer_events(config: SimConfig, index: int) -> Iterator[ev.EnvelopeBase]:
     closed = False
     fee_posted = complaint_open = False
     pending: list[tuple[datetime, int, int, ev.EnvelopeBase]] = []
+    pushed = 0
     day = datetime(onboard.year, onboard.month, onboard.day, tzinfo=UTC) + DAY
     while day < config.end and not closed:
+        if treatments is not None:
+            _respond(config, p, treatments.of(p.customer_id), day)
         mult = _activity_multiplier(p, day, rng)
         in_decline = (
             p.churn_at is not None and p.decline_days > 0
@@ -474,10 +558,14 @@ def customer_events(config: SimConfig, index: int) -> Iterator[ev.EnvelopeBase]:
         for e in todays:
             if _silenced(p, e):
                 continue
-            heapq.heappush(pending, (e.occurred_at, b.n, id(e), e))
+            # Ties (same moment) keep the order the day produced them in: deterministic,
+            # where object identity (the tie-break before) was not from run to run.
+            pushed += 1
+            heapq.heappush(pending, (e.occurred_at, b.n, pushed, e))
         day += DAY
         while pending and pending[0][0] < day:
             yield heapq.heappop(pending)[3]
+        yield day
     while pending:
         yield heapq.heappop(pending)[3]
 
@@ -514,3 +602,48 @@ def simulate(config: SimConfig) -> Iterator[ev.EnvelopeBase]:
     for _, _, _, event in heapq.merge(*(keyed(i) for i in range(config.customers))):
         if event.occurred_at < config.end:
             yield event
+
+
+class Simulation:
+    """The bank advanced in steps: `advance(until)` returns every event before `until` (a UTC
+    midnight) in the same global order as `simulate`, having simulated each customer exactly
+    through the day before it. Messages put into `treatments` between steps reach the
+    customers from `until` on, so concatenated steps without treatments equal `simulate`."""
+
+    def __init__(self, config: SimConfig, treatments: Treatments | None = None) -> None:
+        self.config = config
+        self.treatments = treatments if treatments is not None else Treatments()
+        self._streams: list[Iterator[ev.EnvelopeBase | datetime] | None] = [
+            _customer_stream(config, i, self.treatments) for i in range(config.customers)
+        ]
+        self._held: list[ev.EnvelopeBase | None] = [None] * config.customers
+        self._count = [0] * config.customers
+
+    def advance(self, until: datetime) -> list[ev.EnvelopeBase]:
+        if (until - self.config.start) % DAY:
+            raise ValueError("a step ends at a whole day after the start")
+        out: list[tuple[datetime, int, int, ev.EnvelopeBase]] = []
+        for i, stream in enumerate(self._streams):
+            held = self._held[i]
+            if held is not None:
+                if held.occurred_at >= until:
+                    continue
+                self._held[i] = None
+                out.append((held.occurred_at, i, self._count[i], held))
+                self._count[i] += 1
+            if stream is None:
+                continue
+            for item in stream:
+                if isinstance(item, datetime):
+                    if item >= until:
+                        break
+                    continue
+                if item.occurred_at >= until:
+                    self._held[i] = item
+                    break
+                out.append((item.occurred_at, i, self._count[i], item))
+                self._count[i] += 1
+            else:
+                self._streams[i] = None
+        out.sort(key=lambda row: row[:3])
+        return [e for _, _, _, e in out if e.occurred_at < self.config.end]

@@ -57,6 +57,7 @@ def _action_view(a: dict[str, Any]) -> dict[str, Any]:
         "decision": a["decision"], "reason": a["reason"], "policy": a["policy"],
         "treated": a["treated"], "decided_at": a["decided_at"], "deliver_at": a["deliver_at"],
         "status": a["status"], "attempts": a["attempts"], "delivered_at": a["delivered_at"],
+        "outcomes": a.get("outcomes", []),
     }
 
 
@@ -177,7 +178,15 @@ async def playbook_uplift(
     request: Request, playbook_id: PlaybookIdPath,
     principal: Annotated[Principal, require("engagement:read")],
     window_days: Annotated[int | None, Query(ge=1, le=730)] = None,
+    decided_from: Annotated[datetime | None, Query()] = None,
+    decided_before: Annotated[datetime | None, Query()] = None,
 ) -> dict[str, Any]:
+    """Treated = a decision that contacted the customer (sent or deferred, not a dry run);
+    holdout = the playbook's or the global control group. `decided_before` keeps to decisions
+    whose whole window has been observed."""
+    for name, moment in (("decided_from", decided_from), ("decided_before", decided_before)):
+        if moment is not None and moment.tzinfo is None:
+            raise HTTPException(422, f"{name} needs a UTC offset")
     runtime = _rt(request)
     window = timedelta(days=window_days or request.app.state.settings.uplift_window_days)
     churned = (
@@ -185,20 +194,26 @@ async def playbook_uplift(
                           churn_events.c.at > actions.c.decided_at,
                           churn_events.c.at <= actions.c.decided_at + window)
     )
+    query = (
+        sa.select(actions.c.treated, actions.c.decision, sa.func.count(),
+                  sa.func.count().filter(churned))
+        .where(actions.c.playbook == playbook_id,
+               actions.c.decision.in_(["sent", "deferred", "holdout"]))
+        .group_by(actions.c.treated, actions.c.decision)
+    )
+    if decided_from is not None:
+        query = query.where(actions.c.decided_at >= decided_from)
+    if decided_before is not None:
+        query = query.where(actions.c.decided_at < decided_before)
     async with runtime.engine.connect() as conn:
-        rows = (await conn.execute(
-            sa.select(actions.c.treated, actions.c.decision, sa.func.count(),
-                      sa.func.count().filter(churned))
-            .where(actions.c.playbook == playbook_id,
-                   actions.c.decision.in_(["sent", "deferred", "holdout", "historical"]))
-            .group_by(actions.c.treated, actions.c.decision)
-        )).all()
-    treated = sum(r[2] for r in rows if r[1] in ("sent", "deferred"))
-    treated_churned = sum(r[3] for r in rows if r[1] in ("sent", "deferred"))
+        rows = (await conn.execute(query)).all()
+    treated = sum(r[2] for r in rows if r[0] and r[1] in ("sent", "deferred"))
+    treated_churned = sum(r[3] for r in rows if r[0] and r[1] in ("sent", "deferred"))
     holdout = sum(r[2] for r in rows if r[1] == "holdout")
     holdout_churned = sum(r[3] for r in rows if r[1] == "holdout")
     u = uplift(treated, treated_churned, holdout, holdout_churned)
-    return {"playbook": playbook_id, "window_days": window.days, **u.__dict__,
+    return {"playbook": playbook_id, "window_days": window.days,
+            "decided_from": decided_from, "decided_before": decided_before, **u.__dict__,
             "outcome": "churn = dormant or churned stage within the window after the decision"}
 
 

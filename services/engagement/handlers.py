@@ -6,8 +6,8 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from services.engagement.playbooks import festival_on
-from services.engagement.policy import Contact, decide
+from services.engagement.playbooks import festival_calendar, festival_on
+from services.engagement.policy import Contact, decide, local_date
 from services.engagement.store import EngagementStore
 from shared.events import (
     ChurnScored,
@@ -51,8 +51,10 @@ async def run_playbooks(
         return []
     contact = known_contact if known_contact is not None else (
         await store.contact(event.customer_id) or {})
+    zone = contact.get("time_zone") or "UTC"
+    calendar = festival_calendar(uow.settings.playbooks_dir)  # type: ignore[attr-defined]
     variables = {**_contact_variables(contact), **trigger,
-                 "festival": festival_on(event.occurred_at.date())}
+                 "festival": festival_on(local_date(event.occurred_at, zone), calendar)}
     fired = [p for p in registry.playbooks.values()
              if p.spec.trigger == event.event_type and p.fires(variables)]
     if not fired:
@@ -74,7 +76,12 @@ async def run_playbooks(
                               policy=registry.policy):
             spec = by_id[verdict.playbook].spec
             action_id = derived_event_id("action", event.event_id, spec.id)
-            deliver = verdict.treated and not uow.settings.dry_run  # type: ignore[attr-defined]
+            # Dry run: the verdict is recorded as the policy gave it, but nobody is contacted,
+            # so the row is not a treatment (scoring and uplift must not count it as one).
+            dry_run = verdict.treated and uow.settings.dry_run  # type: ignore[attr-defined]
+            deliver = verdict.treated and not dry_run
+            figures = {**verdict.figures, "dry_run": True, "policy_reason": verdict.reason} \
+                if dry_run else verdict.figures
             row = {
                 "action_id": action_id,
                 "customer_id": event.customer_id,
@@ -85,9 +92,9 @@ async def run_playbooks(
                 "channel": spec.action.channel,
                 "purpose": spec.purpose,
                 "decision": verdict.decision.value,
-                "reason": verdict.reason if deliver or not verdict.treated else "dry_run",
-                "policy": verdict.figures,
-                "treated": verdict.treated,
+                "reason": "dry_run" if dry_run else verdict.reason,
+                "policy": figures,
+                "treated": deliver,
                 "trigger_event_id": event.event_id,
                 "decided_at": event.occurred_at,
                 "deliver_at": verdict.deliver_at,
@@ -109,7 +116,7 @@ async def run_playbooks(
                     payload=EngagementDecision(
                         action_id=action_id, playbook=spec.id, action=spec.action.template,
                         channel=spec.action.channel, decision=verdict.decision,
-                        reason=row["reason"], policy=verdict.figures, treated=verdict.treated,
+                        reason=row["reason"], policy=figures, treated=deliver,
                     ),
                 ),
                 OUTPUT_TOPICS["engagement_actions"],

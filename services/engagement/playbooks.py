@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,9 @@ def compile_playbook(raw: dict[str, Any]) -> Playbook:
 
 
 def load_defaults(directory: Path) -> list[Playbook]:
+    """The playbooks of every YAML file in `directory` (the festival calendar there is
+    checked too, so a bad one stops the service at start, not at the first greeting)."""
+    load_festivals(directory)
     playbooks: list[Playbook] = []
     seen: set[str] = set()
     for path in sorted(directory.glob("*.yaml")):
@@ -122,7 +126,8 @@ def load_defaults(directory: Path) -> list[Playbook]:
     return playbooks
 
 
-# Festival greetings (节日问候): configurable calendar; a greeting window of a few days.
+# Festival greetings (节日问候): the calendar is configuration (`festivals:` in the playbook
+# YAML files: name -> list of dates); this one applies when no file defines any.
 DEFAULT_FESTIVALS = {
     "spring_festival": [date(2025, 1, 29), date(2026, 2, 17), date(2027, 2, 6)],
     "mid_autumn": [date(2025, 10, 6), date(2026, 9, 25), date(2027, 9, 15)],
@@ -142,3 +147,37 @@ def festival_on(day: date, calendar: dict[str, list[date]] | None = None,
             if timedelta(0) <= d - day <= timedelta(days=window_days):
                 return name
     return None
+
+
+def load_festivals(directory: Path) -> dict[str, list[date]]:
+    """The festival calendar from the `festivals:` sections of the YAML files in `directory`
+    (merged; lunar festivals move, so each lists its dates), else the default calendar."""
+    calendar: dict[str, list[date]] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, ValueError) as exc:  # PyYAML raises ValueError for 2026-13-01
+            raise InvalidPlaybook(f"{path.name}: not valid YAML: {exc}") from None
+        section = document.get("festivals") or {}
+        if not isinstance(section, dict):
+            raise InvalidPlaybook(f"{path.name}: festivals must map a name to a list of dates")
+        for name, days in section.items():
+            if not isinstance(name, str) or not name.isidentifier() or not isinstance(days, list):
+                raise InvalidPlaybook(
+                    f"{path.name}: festival {name!r}: a name (letters, digits, _) and a list "
+                    "of dates (YYYY-MM-DD)")
+            for day in days:
+                try:
+                    parsed = day if isinstance(day, date) else date.fromisoformat(str(day))
+                except ValueError:
+                    raise InvalidPlaybook(
+                        f"{path.name}: festival {name!r}: {day!r} is not a date (YYYY-MM-DD)"
+                    ) from None
+                calendar.setdefault(name, []).append(parsed)
+    return calendar or DEFAULT_FESTIVALS
+
+
+@lru_cache(maxsize=8)
+def festival_calendar(directory: Path) -> dict[str, list[date]]:
+    """The calendar of a playbook directory, read once per process."""
+    return load_festivals(directory)

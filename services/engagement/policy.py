@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -102,6 +102,11 @@ def _local(at: datetime, zone: str) -> datetime:
         return at.astimezone(ZoneInfo(zone))
     except (KeyError, ValueError):
         return at
+
+
+def local_date(at: datetime, zone: str) -> date:
+    """The customer's calendar day at `at` (festivals and birthdays are local days)."""
+    return _local(at, zone).date()
 
 
 def next_allowed(at: datetime, zone: str, policy: Policy) -> datetime | None:

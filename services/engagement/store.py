@@ -106,7 +106,10 @@ class EngagementStore:
     registry: Any = None  # services.engagement.bootstrap.Registry (playbooks, policy)
 
     async def erase(self, customer_id: str) -> None:
-        """customer.erased: everything this service keeps about the customer goes."""
+        """customer.erased: everything this service keeps about the customer goes, outcomes
+        (an RM's note on a call can be personal) with the actions they belong to."""
+        mine = sa.select(actions.c.action_id).where(actions.c.customer_id == customer_id)
+        await self.conn.execute(sa.delete(outcomes).where(outcomes.c.action_id.in_(mine)))
         for table in (contacts, consents, actions, rm_tasks, churn_events):
             await self.conn.execute(sa.delete(table).where(table.c.customer_id == customer_id))
 
@@ -185,7 +188,18 @@ class EngagementStore:
             .order_by(actions.c.decided_at.desc(), actions.c.playbook)
             .limit(limit)
         )
-        return [dict(r._mapping) for r in rows]
+        found = [dict(r._mapping) for r in rows]
+        linked = await self.conn.execute(
+            sa.select(outcomes).where(outcomes.c.action_id.in_([a["action_id"] for a in found]))
+            .order_by(outcomes.c.at)
+        )
+        by_action: dict[UUID, list[dict[str, Any]]] = {}
+        for o in linked:
+            by_action.setdefault(o.action_id, []).append(
+                {"outcome": o.outcome, "at": o.at, "detail": o.detail})
+        for a in found:
+            a["outcomes"] = by_action.get(a["action_id"], [])
+        return found
 
     async def action(self, action_id: UUID) -> dict[str, Any] | None:
         row = (await self.conn.execute(

@@ -186,3 +186,179 @@ async def test_importing_a_year_of_history_contacts_nobody(ns: Namespace, tmp_pa
     finally:
         smtp.stop()
         await gateway.stop()
+
+
+async def test_dry_run_records_decisions_and_contacts_nobody(ns: Namespace, tmp_path: Path) -> None:
+    """A year of simulated history ending now, then a fresh welcome: in dry-run mode the
+    history is historical, the fresh decisions are recorded as dry runs, and neither the
+    gateway nor the SMTP server hears anything."""
+    from shared.settings import PlatformSettings
+    from tenure_cli.publish import EventPublisher
+    from tenure_cli.simulator import SimConfig, simulate
+
+    gateway = Gateway(SECRET)
+    await gateway.start()
+    smtp = SmtpServer()
+    smtp.start()
+    try:
+        async with platform(ns, tmp_path, webhook_url=gateway.url, smtp_host="127.0.0.1",
+                            smtp_port=smtp.port, dry_run=True, quiet_start="00:00",
+                            quiet_end="00:00") as engagement:
+            config = SimConfig(customers=12, seed=11, days=365,
+                               start=datetime.now(UTC) - timedelta(days=366))
+            settings = PlatformSettings(**{k.removeprefix("TENURE_").lower(): v
+                                           for k, v in ns.env.items()})
+            customers = set()
+            async with EventPublisher(settings) as publisher:
+                for event in simulate(config):
+                    customers.add(event.customer_id)
+                    await publisher.send(event)
+            # A customer who joins now: the welcome would go out at once without dry run.
+            t0 = f.now() - f.minutes(10)
+            await _welcome(ns, "C-DRY", "email", t0)
+            await eventually(lambda: _consent(engagement, "C-DRY"), what="consent")
+            await ns.publish("tenure.transactions.v1", f.transaction("C-DRY", t0 + f.minutes(1)))
+
+            async def welcome_decided() -> dict | None:
+                found = [a for a in await _actions(engagement, "C-DRY")
+                         if a["playbook"] == "onboarding_welcome"]
+                return found[0] if found else None
+
+            welcome = await eventually(welcome_decided, timeout=120, what="the fresh welcome")
+            assert welcome["decision"] == "sent" and welcome["reason"] == "dry_run"
+            assert welcome["treated"] is False and welcome["status"] == "none"
+            assert welcome["policy"]["dry_run"] is True
+            assert welcome["policy"]["policy_reason"] == "policy_passed"
+
+            async def history_decided() -> list:
+                found = []
+                for cid in sorted(customers):
+                    found += await _actions(engagement, cid)
+                return found if len(found) >= 10 else []
+
+            decisions = await eventually(history_decided, timeout=120, what="history decided")
+            assert any(a["decision"] == "historical" for a in decisions)
+            assert all(a["status"] == "none" and not a["treated"] for a in decisions)
+            wire = await ns.read_topic("tenure.engagement-actions.v1")
+            decided = [m["value"] for m in wire if m["value"]["event_type"] == "engagement.decided"]
+            assert decided and not any(d["payload"]["treated"] for d in decided)
+            assert not any(m["value"]["event_type"] == "engagement.delivered" for m in wire)
+            assert engagement.runtime.deliverer.delivered == 0
+            assert gateway.requests == [] and smtp.inbox.messages == []
+    finally:
+        smtp.stop()
+        await gateway.stop()
+
+
+async def test_duplicate_triggers_send_once_and_erasure_removes_everything(
+    ns: Namespace, tmp_path: Path
+) -> None:
+    from shared import events as ev
+    from tests.support.platform import token
+
+    admin = {"Authorization": "Bearer "
+             f"{token('engagement:read', 'engagement:admin', 'engagement:write')}"}
+    gateway = Gateway(SECRET)
+    await gateway.start()
+    try:
+        async with platform(ns, tmp_path, webhook_url=gateway.url, quiet_start="00:00",
+                            quiet_end="00:00") as engagement:
+            client = engagement.client
+            thanks = {"trigger": "feedback.submitted", "when": 'kind == "nps" and score >= 9',
+                      "action": {"channel": "sms", "template": "promoter_thanks"},
+                      "purpose": "service", "priority": 10, "cooldown_days": 0}
+            r = await client.put("/v1/playbooks/promoter_thanks", json=thanks, headers=admin)
+            assert r.status_code == 200
+            t0 = f.now() - f.minutes(20)
+            await ns.publish("tenure.customers.v1", f.registered(
+                "C-DUP", t0, rm_id="RM7", email="dup@example.test", phone="+44 7700 900555"))
+            await ns.publish("tenure.customers.v1", f.consent("C-DUP", "sms", "service", True, t0))
+            await ns.publish("tenure.transactions.v1", f.transaction("C-DUP", t0 + f.minutes(1)))
+            await eventually(lambda: _consent_sms(engagement, "C-DUP"), what="consent")
+            nps = ev.FeedbackSubmitted(
+                event_id=f.new_id(), customer_id="C-DUP", occurred_at=t0 + f.minutes(5),
+                source="mobile-app", payload=ev.FeedbackDetails(kind="nps", score=10))
+            for _ in range(3):  # the publisher retried: the same event three times
+                await ns.publish("tenure.feedback.v1", nps)
+            resolved = ev.FeedbackSubmitted(
+                event_id=f.new_id(), customer_id="C-DUP", occurred_at=t0 + f.minutes(6),
+                source="complaint-desk",
+                payload=ev.FeedbackDetails(kind="complaint_resolved", complaint_id="K9"))
+            await ns.publish("tenure.feedback.v1", resolved)
+
+            async def thanked() -> dict | None:
+                found = [a for a in await _actions(engagement, "C-DUP")
+                         if a["playbook"] == "promoter_thanks" and a["status"] == "delivered"]
+                return found[0] if found else None
+
+            action = await eventually(thanked, timeout=60, what="the thanks delivered")
+            tasks = await eventually(
+                lambda: _tasks(client, admin, "RM7"), what="the RM's complaint call")
+            # The later events of the partition are processed: the duplicates are long past.
+            assert [a["playbook"] for a in await _actions(engagement, "C-DUP")].count(
+                "promoter_thanks") == 1
+            assert len(gateway.requests) == 1
+            body = json.loads(gateway.requests[0]["body"])
+            assert body["template"] == "promoter_thanks" and body["to"] == "+44 7700 900555"
+
+            # Outcomes link to their action.
+            r = await client.post(f"/v1/actions/{action['action_id']}/outcomes",
+                                  json={"outcome": "clicked"}, headers=admin)
+            assert r.status_code == 200
+            r = await client.post(f"/v1/rm-tasks/{tasks[0]['task_id']}:complete",
+                                  json={"outcome": "called, happy now"}, headers=admin)
+            assert r.status_code == 200
+            [linked] = [a for a in await _actions(engagement, "C-DUP")
+                        if a["action_id"] == action["action_id"]]
+            assert [o["outcome"] for o in linked["outcomes"]] == ["clicked"]
+            wire = await ns.read_topic("tenure.engagement-actions.v1")
+            outcome_events = [m["value"] for m in wire
+                              if m["value"]["event_type"] == "engagement.outcome"]
+            assert {o["payload"]["action_id"] for o in outcome_events} == {
+                action["action_id"], tasks[0]["task_id"]}
+
+            # Erasure: actions, tasks, outcomes, consent and contact facts all go.
+            await ns.publish("tenure.customers.v1", ev.CustomerErased(
+                event_id=f.new_id(), customer_id="C-DUP", occurred_at=f.now(),
+                source="tenure-profile", payload=ev.ErasureRequest(requested_by="dpo")))
+
+            async def erased() -> bool:
+                r = await engagement.get("/v1/customers/C-DUP/actions")
+                return r.json()["actions"] == [] and r.json()["consent"] == {}
+
+            await eventually(erased, what="the customer's actions erased")
+            left = await ns.sql("engagement", """
+                SELECT (SELECT count(*) FROM actions WHERE customer_id = 'C-DUP')
+                     + (SELECT count(*) FROM rm_tasks WHERE customer_id = 'C-DUP')
+                     + (SELECT count(*) FROM contacts WHERE customer_id = 'C-DUP')
+                     + (SELECT count(*) FROM consents WHERE customer_id = 'C-DUP')
+                     + (SELECT count(*) FROM outcomes)""")
+            assert left[0][0] == 0
+            assert await _tasks(client, admin, "RM7", status="completed") is None
+            # A replay of the customer's old trigger contacts nobody and records nothing.
+            replay = resolved.model_copy(update={"event_id": f.new_id()})
+            await ns.publish("tenure.feedback.v1", replay)
+
+            async def replay_consumed() -> bool:
+                seen = await ns.sql("engagement", "SELECT count(*) FROM inbox WHERE "
+                                    "event_id = CAST(:id AS uuid)", id=str(replay.event_id))
+                return seen[0][0] == 1
+
+            await eventually(replay_consumed, what="the replayed trigger consumed")
+            assert (await _actions(engagement, "C-DUP")) == []
+            assert len(gateway.requests) == 1
+    finally:
+        await gateway.stop()
+
+
+async def _consent_sms(engagement, cid: str) -> bool:  # type: ignore[no-untyped-def]
+    r = await engagement.get(f"/v1/customers/{cid}/actions")
+    return r.status_code == 200 and r.json()["consent"].get("sms:service") is True
+
+
+async def _tasks(  # type: ignore[no-untyped-def]
+    client, headers, rm: str, status: str = "open"
+) -> list | None:
+    r = await client.get(f"/v1/rm-tasks?rm={rm}&status={status}", headers=headers)
+    tasks = r.json()["tasks"]
+    return tasks or None

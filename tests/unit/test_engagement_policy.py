@@ -174,3 +174,33 @@ def test_uplift_interval_and_festivals() -> None:
     u = uplift(400, 40, 100, 20)
     assert round(u.uplift, 3) == 0.1 and u.ci_low < 0.1 < u.ci_high
     assert festival_on(datetime(2026, 9, 24).date()) == "mid_autumn"
+
+
+def test_the_festival_calendar_is_configuration(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import date
+    from pathlib import Path
+
+    import pytest
+
+    from services.engagement.playbooks import load_defaults, load_festivals
+    from services.engagement.policy import local_date
+
+    shipped = load_festivals(Path("services/engagement/playbooks"))
+    assert set(shipped) == {"spring_festival", "mid_autumn", "year_end"}
+    assert date(2026, 2, 17) in shipped["spring_festival"]
+    (tmp_path / "bank.yaml").write_text("playbooks: []\nfestivals:\n  diwali: [2026-11-08]\n")
+    calendar = load_festivals(tmp_path)
+    assert calendar == {"diwali": [date(2026, 11, 8)]}
+    assert festival_on(date(2026, 11, 6), calendar) == "diwali"
+    assert festival_on(date(2026, 2, 16), calendar) is None
+    (tmp_path / "bank.yaml").write_text("festivals:\n  diwali: [soon]\n")
+    with pytest.raises(InvalidPlaybook, match="diwali.*'soon' is not a date"):
+        load_defaults(tmp_path)
+    (tmp_path / "bank.yaml").write_text("festivals:\n  diwali: [2026-13-08]\n")
+    with pytest.raises(InvalidPlaybook, match="bank.yaml: not valid YAML"):
+        load_defaults(tmp_path)
+    # Festivals are the customer's local days: 20:00 UTC on 14 Feb is the 15th in Shanghai.
+    evening = datetime(2026, 2, 13, 20, 0, tzinfo=UTC)
+    assert local_date(evening, "Asia/Shanghai") == date(2026, 2, 14)
+    assert festival_on(local_date(evening, "Asia/Shanghai"), shipped) == "spring_festival"
+    assert festival_on(local_date(evening, "America/New_York"), shipped) is None

@@ -119,3 +119,98 @@ def test_purchase_profile_is_only_sparse_card_purchases() -> None:
         t = truth[e.customer_id]
         if t["churn_at"] and not t["returns_at"]:
             assert e.occurred_at <= datetime.fromisoformat(t["churn_at"])
+
+
+# ------------------------------------------------------------------ response to engagement
+
+
+def test_stepped_simulation_equals_simulate_without_treatments() -> None:
+    from tenure_cli.simulator import Simulation
+
+    config = SimConfig(customers=40, seed=3, days=120)
+    whole = [encode_event(e) for e in simulate(config)]
+    sim = Simulation(config)
+    stepped = []
+    for k in range(1, 13):
+        stepped += [encode_event(e) for e in sim.advance(config.start + timedelta(days=10 * k))]
+    assert stepped == whole
+    with pytest.raises(ValueError, match="whole day"):
+        sim.advance(config.start + timedelta(days=130, hours=3))
+
+
+def _leavers(config: SimConfig) -> list[dict]:
+    return [t for t in ground_truth(config) if t["churn_at"]
+            and datetime.fromisoformat(t["churn_at"]) < config.end - timedelta(days=60)
+            and datetime.fromisoformat(t["churn_at"]) - timedelta(days=20)
+            > max(datetime.fromisoformat(t["joined_at"]), config.start) + timedelta(days=2)]
+
+
+def _index(cid: str) -> int:
+    return int(cid[1:])
+
+
+def test_a_message_keeps_a_leaver_with_its_seeded_chance_and_touches_nobody_else() -> None:
+    from tenure_cli.simulator import Treatments, customer_events
+
+    sure = SimConfig(customers=150, seed=11, days=400, offer_effects=(("retention_offer", 1.0),))
+    leavers = _leavers(sure)[:8]
+    assert leavers
+    treatments = Treatments()
+    received = {}
+    for t in leavers:
+        churn_at = datetime.fromisoformat(t["churn_at"])
+        arrives = datetime.combine((churn_at - timedelta(days=20)).date(), datetime.min.time(),
+                                   tzinfo=churn_at.tzinfo)
+        received[t["customer_id"]] = treatments.receive(t["customer_id"], "retention_offer",
+                                                        arrives)
+    for t in leavers:
+        cid, churn_at = t["customer_id"], datetime.fromisoformat(t["churn_at"])
+        kept = list(customer_events(sure, _index(cid), treatments))
+        r = received[cid]
+        assert r.saved is True and r.would_have_left_at == churn_at
+        assert not any(e.event_type == "account.closed" for e in kept)
+        later = _customer_activity(kept)[cid]
+        assert any(at > churn_at + timedelta(days=1) for at in later), cid
+        # Until the message arrived, the customer did exactly what they would have done.
+        untreated = [encode_event(e) for e in customer_events(sure, _index(cid))
+                     if e.occurred_at < r.known_at]
+        assert [encode_event(e) for e in kept if e.occurred_at < r.known_at] == untreated
+    # A message without effect (or to a customer who is not leaving) changes nothing.
+    idle = Treatments()
+    stayer = next(t for t in ground_truth(sure) if not t["churns"])
+    idle.receive(leavers[0]["customer_id"], "birthday", received[
+        leavers[0]["customer_id"]].known_at)
+    idle.receive(stayer["customer_id"], "retention_offer", sure.start + timedelta(days=30))
+    for cid in (leavers[0]["customer_id"], stayer["customer_id"]):
+        assert [encode_event(e) for e in customer_events(sure, _index(cid), idle)] == [
+            encode_event(e) for e in customer_events(sure, _index(cid))]
+    assert all(r.saved is False for cid in idle.customers() for r in idle.of(cid))
+
+
+def test_the_share_kept_follows_the_configured_effect() -> None:
+    from tenure_cli.simulator import Treatments, customer_events
+
+    config = SimConfig(customers=600, seed=5, days=400, offer_effects=(("care_check_in", 0.4),))
+    leavers = _leavers(config)
+    treatments = Treatments()
+    for t in leavers:
+        churn_at = datetime.fromisoformat(t["churn_at"])
+        arrives = datetime.combine((churn_at - timedelta(days=20)).date(), datetime.min.time(),
+                                   tzinfo=churn_at.tzinfo)
+        treatments.receive(t["customer_id"], "care_check_in", arrives)
+        for _ in customer_events(config, _index(t["customer_id"]), treatments):
+            pass
+    responses = [r for cid in treatments.customers() for r in treatments.of(cid)]
+    n = len(responses)
+    kept = sum(r.saved for r in responses) / n
+    assert n > 100
+    assert abs(kept - 0.4) < 3 * (0.4 * 0.6 / n) ** 0.5
+    # The response stream is seeded: the same messages, the same responses.
+    again = Treatments()
+    for cid in treatments.customers():
+        for r in treatments.of(cid):
+            again.receive(cid, r.template, r.known_at)
+        for _ in customer_events(config, _index(cid), again):
+            pass
+    assert [r.saved for c in again.customers() for r in again.of(c)] == [
+        r.saved for r in responses]
