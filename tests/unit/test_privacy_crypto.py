@@ -139,3 +139,17 @@ def test_sealed_fields_that_break_the_contract_are_refused_by_field_never_by_val
     assert "Bartholomew" not in str(caught.value)
     with pytest.raises(SealError, match="unexpected fields"):
         unsealed_details(details, {"segment": "private"})
+
+
+async def test_the_importers_path_passes_what_it_cannot_or_need_not_seal_untouched() -> None:
+    from shared.keys import KeyStore, PiiSealer
+
+    # No key is needed for these, so the sealer never reaches its (absent) database.
+    sealer = PiiSealer(KeyStore("privacy", MasterKeys({"m1": new_data_key()}, active="m1")),
+                       engine=None)  # type: ignore[arg-type]
+    broken = b'{"event_type": "customer.registered", "payload": {"name": "Ada"'
+    no_pii = ev.encode_event(registered(segment="sme"))
+    wrong_version = orjson.dumps({**orjson.loads(no_pii), "schema_version": 2})
+    for value in (broken, no_pii, wrong_version, b"[]"):
+        assert await sealer.seal_raw(value) is value
+    assert sealer.sealed == 0 and sealer.withheld == 0
