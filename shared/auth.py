@@ -103,11 +103,14 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+# RFC 6750 §3: a missing token gets a bare challenge, a bad one says it is invalid.
+_INVALID = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
 def _refused(exc: jwt.InvalidTokenError) -> HTTPException:
     if isinstance(exc, jwt.ExpiredSignatureError):
-        return HTTPException(401, "token expired", headers={"WWW-Authenticate": "Bearer"})
-    return HTTPException(401, f"invalid token: {type(exc).__name__}",
-                         headers={"WWW-Authenticate": "Bearer"})
+        return HTTPException(401, "token expired", headers=_INVALID)
+    return HTTPException(401, f"invalid token: {type(exc).__name__}", headers=_INVALID)
 
 
 def principal_of(claims: dict[str, Any], *, rm_claim: str = "rm_id") -> Principal:
@@ -188,8 +191,7 @@ class JwksCache:
             await self._refresh(force=stale)
         found = self.keys.get(kid)
         if found is None:
-            raise HTTPException(401, "invalid token: unknown signing key",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(401, "invalid token: unknown signing key", headers=_INVALID)
         return found
 
     async def _refresh(self, *, force: bool) -> None:
@@ -358,7 +360,8 @@ def require(scope: str) -> Any:
 
     async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not principal.has(scope):
-            raise HTTPException(403, f"this route needs the scope {scope!r}")
+            raise HTTPException(403, f"this route needs the scope {scope!r}", headers={
+                "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
         return principal
 
     check.__name__ = f"require_{scope.replace(':', '_').replace('-', '_')}"

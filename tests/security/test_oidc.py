@@ -132,7 +132,7 @@ async def test_a_service_in_oidc_mode_answers_problems_over_http() -> None:
             bad = await client.get("/v1/probe", headers={"Authorization": f"Bearer {dev}"})
             assert bad.status_code == 401
             assert bad.headers["content-type"] == "application/problem+json"
-            assert bad.headers["www-authenticate"] == "Bearer"
+            assert bad.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
 
 def test_oidc_mode_without_an_issuer_fails_at_start() -> None:

@@ -92,6 +92,8 @@ async def test_every_route_needs_a_valid_token_with_its_scope(
             wrong = await call(token("nothing:read", kind="service"))
             assert wrong.status_code == 403, where
             assert scope in wrong.json()["detail"], where
+            assert wrong.headers["www-authenticate"] == (
+                f'Bearer error="insufficient_scope", scope="{scope}"'), where
 
             refused = {
                 "expired": token(scope, kind="service", ttl_seconds=-5),
@@ -105,6 +107,7 @@ async def test_every_route_needs_a_valid_token_with_its_scope(
                 r = await call(bearer)
                 assert r.status_code == 401, f"{where}: {why} -> {r.status_code}"
                 assert r.headers["content-type"] == "application/problem+json"
+                assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"', where
 
             if (method, template) not in NO_POSITIVE_CALL:
                 # The same request with the right scope passes the gate (whatever it answers).
