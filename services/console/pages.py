@@ -81,8 +81,15 @@ async def customer(
     customer_id: Annotated[str, Path(min_length=1, max_length=64)],
 ) -> Response:
     up, token, cid = _up(request), session.token, segment(customer_id)
-    profile, timeline, stage, churn, actions, nba = await asyncio.gather(
-        up.get("profile", f"/v1/customers/{cid}", token, headers={"X-Purpose": PURPOSE}),
+    # Profile first: when it refuses (not in this RM's book, unknown, erased), the page shows
+    # nothing the other services hold about the customer either.
+    profile = await up.get("profile", f"/v1/customers/{cid}", token,
+                           headers={"X-Purpose": PURPOSE})
+    if not profile.ok:
+        return render(request, "customer.html", {"customer_id": customer_id,
+                                                 "profile": profile},
+                      status_code=_status(profile))
+    timeline, stage, churn, actions, nba = await asyncio.gather(
         up.get("profile", f"/v1/customers/{cid}/timeline", token, params={"limit": 20}),
         up.get("lifecycle", f"/v1/customers/{cid}/stage", token),
         up.get("scoring", f"/v1/customers/{cid}/churn", token),
@@ -92,7 +99,7 @@ async def customer(
     return render(request, "customer.html", {
         "customer_id": customer_id, "profile": profile, "timeline": timeline,
         "stage": stage, "churn": churn, "actions": actions, "nba": nba,
-    }, status_code=_status(profile))
+    })
 
 
 @router.get("/worklists", summary="RM worklists: customers by stage, tier and risk")

@@ -3,6 +3,7 @@ becomes a `Problem` a page can show (the service, what it said, never a stack tr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -126,12 +127,14 @@ class Upstreams:
         return Reply(service, problem=Problem(service, status, message))
 
     async def health(self) -> dict[str, str]:
-        """Each service's liveness, for the console's own readiness report."""
-        out: dict[str, str] = {}
-        for name, client in self.clients.items():
+        """Each service's liveness, for the console's own readiness report (asked at once)."""
+
+        async def one(client: httpx.AsyncClient) -> str:
             try:
                 r = await client.get("/healthz", timeout=min(self.timeout, 2.0))
-                out[name] = "ok" if r.status_code == 200 else f"HTTP {r.status_code}"
             except httpx.HTTPError as exc:
-                out[name] = f"unreachable: {type(exc).__name__}"
-        return out
+                return f"unreachable: {type(exc).__name__}"
+            return "ok" if r.status_code == 200 else f"HTTP {r.status_code}"
+
+        states = await asyncio.gather(*(one(c) for c in self.clients.values()))
+        return dict(zip(self.clients, states, strict=True))

@@ -200,6 +200,8 @@ async def test_refusals_read_in_the_services_own_words(console: Console) -> None
     assert r.status_code == 403
     assert "profile refused: this route needs the scope &#39;profile:read&#39; (HTTP 403)" \
         in r.text
+    # Profile refused: nothing the other services hold about the customer is asked for.
+    assert "scoring" not in r.text.split("</header>")[1] and 'id="churn"' not in r.text
     r = await console.get("/customers/NOBODY-HERE", *READ_ALL)
     assert r.status_code == 404
     assert "profile refused: customer &#39;NOBODY-HERE&#39; is not known to profile" in r.text
