@@ -10,6 +10,7 @@ import io
 import logging
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import orjson
 
@@ -83,6 +84,18 @@ async def test_no_personal_data_in_logs_outputs_or_metrics(ns: Namespace) -> Non
         async with EventPublisher(ns.platform()) as publisher:
             for event in simulated:
                 await publisher.send(event)
+            # A sealed registration that fails authentication: profile's handler refuses it.
+            assert publisher.sealer is not None
+            forged = await publisher.sealer.seal(f.registered(
+                "C-FORGED-1", name="Fenella Forgery", email="fenella@forged.example"))
+            box: Any = forged.payload.sealed  # type: ignore[attr-defined]
+            other = await publisher.sealer.seal(f.registered("C-FORGED-2", name="Someone Else"))
+            moved: Any = other.payload.sealed  # type: ignore[attr-defined]
+            # Another customer's sealed blob under this customer's kid: authentication fails.
+            payload = forged.payload.model_copy(  # type: ignore[attr-defined]
+                update={"sealed": ev.SealedPII(kid=box.kid, ciphertext=moved.ciphertext)})
+            await publisher.send(forged.model_copy(update={"payload": payload}))
+            needles.update({"Fenella Forgery", "fenella@forged.example", "Someone Else"})
         for i in range(3):
             events, values = plain_customer(i)
             needles.update(values)
@@ -119,6 +132,7 @@ async def test_no_personal_data_in_logs_outputs_or_metrics(ns: Namespace) -> Non
     lines = captured.getvalue().splitlines()
     assert len(lines) > 10, "the services' logs were captured"
     assert any("dead-lettered" in line for line in lines), "refusals were logged"
+    assert any("handler failed" in line for line in lines), "the forged seal was refused"
     leaks = [(needle, line) for line in lines for needle in needles
              if needle.lower() in line.lower()]
     assert not leaks, leaks[:5]
@@ -135,6 +149,13 @@ async def test_no_personal_data_in_logs_outputs_or_metrics(ns: Namespace) -> Non
     assert len(registrations) == config.customers
     assert all(m["value"]["payload"]["sealed"] and m["value"]["payload"]["name"] is None
                for m in registrations)
+
+    # Dead-letter reasons travel in headers, never encrypted: they name fields, not values.
+    dead = await ns.read_topic("tenure.dlq.v1", timeout=20)
+    assert any("handler error: SealError" in r["headers"].get("dlq.reason", "") for r in dead)
+    for record in dead:
+        reasons = " ".join(record["headers"].values()).lower()
+        assert not [needle for needle in needles if needle.lower() in reasons], record["headers"]
 
     outputs: dict[str, int] = {}
     for topic in OUTPUT_TOPICS.values():
