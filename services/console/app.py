@@ -54,7 +54,10 @@ def create_app(settings: ConsoleSettings | None = None, **overrides: Any) -> Fas
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="Tenure console", version="1", lifespan=lifespan,
+    # No /docs or /redoc: their pages load scripts from a CDN (the CSP would block them, and
+    # nothing here is fetched from elsewhere); /openapi.json stays.
+    app = FastAPI(title="Tenure console", version="1", lifespan=lifespan, docs_url=None,
+                  redoc_url=None,
                   description="Web pages over the profile, scoring, lifecycle and engagement "
                               "APIs; the dead-letter queue for operators.")
     app.state.settings = settings

@@ -35,7 +35,7 @@ def chromium() -> str:
 
 async def settled(urls: dict[str, str], customer: str) -> dict[str, Any]:
     """The customer's score and stage once every service holds them and they stopped moving
-    (two reads a second apart agree), so the page can be checked against them."""
+    (two reads half a second apart agree), so the page can be checked against them."""
     headers = {"Authorization": f"Bearer {token(*READ_ALL)}"}
     last: dict[str, Any] = {}
 
@@ -58,7 +58,7 @@ async def settled(urls: dict[str, str], customer: str) -> dict[str, Any]:
         return now if stable else None
 
     async with httpx.AsyncClient(timeout=10) as client:
-        return await eventually(lambda: read(client), timeout=60, interval=1.0,
+        return await eventually(lambda: read(client), timeout=60, interval=0.5,
                                 what="score and stage of the customer")
 
 

@@ -109,6 +109,10 @@ async def test_every_page_needs_a_signed_in_token(console: Console) -> None:
     assert r.status_code == 303 and "reason=refused" in r.headers["location"]
     page = await console.client.get(r.headers["location"])
     assert "no longer accepted" in page.text
+    # Open: health, metrics, the API description; no /docs (its page loads from a CDN).
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/static/console.css"):
+        assert (await console.client.get(path)).status_code == 200, path
+    assert (await console.client.get("/docs")).status_code == 404
 
 
 async def test_signing_in_checks_the_token_and_sets_a_strict_cookie(console: Console) -> None:
