@@ -5,6 +5,7 @@ re-published from by operators only."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import uuid
@@ -19,7 +20,7 @@ from services.console.app import create_app
 from services.console.session import COOKIE
 from tenure_cli.procs import free_port
 from tests.support import factories as f
-from tests.support.console_harness import console_settings
+from tests.support.console_harness import console_settings, served
 from tests.support.platform import Namespace, RunningService, eventually, new_namespace, token
 
 READ_ALL = ("profile:read", "scoring:read", "lifecycle:read", "engagement:read")
@@ -303,3 +304,34 @@ async def test_an_unexpected_error_shows_no_details(console: Console) -> None:
     assert "It was logged; no details are shown" in r.text
     assert "Ada" not in r.text and "RuntimeError" not in r.text
     no_stack_trace(r.text)
+
+
+async def misbehaving_service(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A service that is slow on the model card and fails with a raw stack trace elsewhere."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/v1/model":
+        await asyncio.sleep(3)
+    body = b"Traceback (most recent call last):\n  File \"x.py\", line 1\nKeyError: 'Ada'"
+    await send({"type": "http.response.start", "status": 500,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def test_a_slow_or_failing_service_is_named_without_its_trace(console: Console) -> None:
+    async with served(misbehaving_service, "misbehaving") as url:
+        settings = console_settings(console.ns, profile_url=url, scoring_url=url,
+                                    lifecycle_url=url, engagement_url=url,
+                                    upstream_timeout_seconds=0.5)
+        app = create_app(settings)
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            client = await stack.enter_async_context(httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://console"))
+            slow = await client.get("/model", headers=signed_in(token(*READ_ALL)))
+            failing = await client.get("/funnel", headers=signed_in(token(*READ_ALL)))
+    assert slow.status_code == 504 and "scoring did not answer within 0.5 s" in slow.text
+    assert failing.status_code == 502
+    assert "lifecycle failed: Internal Server Error (HTTP 500)" in failing.text
+    assert "Ada" not in failing.text
+    no_stack_trace(failing.text)
