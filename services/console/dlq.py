@@ -15,6 +15,8 @@ from services.console.settings import ConsoleSettings
 from shared.settings import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
 
 log = logging.getLogger("tenure.console.dlq")
+# Partners publish on topics under this root (docs/partners.md); ingress dead-letters them.
+PARTNER_TOPIC_ROOT = "tenure.partner."
 # The header `tenure dlq replay` writes too: a copy names the dead letter it came from.
 REPLAY_HEADER = "dlq.replay_of"
 
@@ -52,6 +54,10 @@ class DeadLetters:
         """Where a dead letter may go back to: the platform's own topics, never the DLQ."""
         names = [*INPUT_TOPICS.values(), *OUTPUT_TOPICS.values()]
         return {self.settings.topic(n) for n in names if n != DLQ_TOPIC}
+
+    def allowed_prefixes(self) -> tuple[str, ...]:
+        """Partners' own topics (`tenure.partner.<id>.<stream>.v1`, read by ingress)."""
+        return (self.settings.topic(PARTNER_TOPIC_ROOT),)
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(

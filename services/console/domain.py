@@ -299,11 +299,15 @@ def by_message(letters: list[DeadLetter]) -> list[Refused]:
     return [Refused(tuple(group)) for group in groups.values()]
 
 
-def republish_target(original_topic: str | None, allowed: set[str]) -> str:
-    """The topic a dead letter goes back to: its original one, if the platform owns it.
+def republish_target(original_topic: str | None, allowed: set[str],
+                     allowed_prefixes: tuple[str, ...] = ()) -> str:
+    """The topic a dead letter goes back to: its original one, if the platform owns it (one
+    of its topics, or under one of its prefixes, e.g. a partner's `tenure.partner.<id>.`).
 
     >>> republish_target("tenure.customers.v1", {"tenure.customers.v1"})
     'tenure.customers.v1'
+    >>> republish_target("tenure.partner.bank-x.customers.v1", set(), ("tenure.partner.",))
+    'tenure.partner.bank-x.customers.v1'
     >>> republish_target("payments.internal", {"tenure.customers.v1"})
     Traceback (most recent call last):
     ...
@@ -311,10 +315,8 @@ def republish_target(original_topic: str | None, allowed: set[str]) -> str:
     """
     if not original_topic:
         raise InvalidInput("the message carries no dlq.topic header: its origin is unknown")
-    if original_topic not in allowed:
-        raise InvalidInput(
-            f"its topic {original_topic!r} is not the platform's"
-        )
+    if original_topic not in allowed and not original_topic.startswith(allowed_prefixes):
+        raise InvalidInput(f"its topic {original_topic!r} is not the platform's")
     return original_topic
 
 

@@ -81,7 +81,8 @@ async def republish(
                 "forbidden": None}, status_code=404)
         letter = dead_letter(partition=partition, offset=offset, key=record.key,
                              value=record.value, headers=record.headers, show_payload=False)
-        topic = republish_target(letter.original_topic, dead_letters.allowed_topics())
+        topic = republish_target(letter.original_topic, dead_letters.allowed_topics(),
+                                 dead_letters.allowed_prefixes())
         sent = await dead_letters.republish(record, topic, by=session.principal.subject)
     except InvalidInput as exc:
         return render(request, _result_page(request), {

@@ -146,6 +146,11 @@ def test_re_publishing_goes_only_to_the_platforms_own_topics() -> None:
         republish_target(None, allowed)
     with pytest.raises(InvalidInput, match="not the platform's"):
         republish_target("p.tenure.dlq.v1", allowed)
+    partners = ("p.tenure.partner.",)
+    assert republish_target("p.tenure.partner.bank-x.transactions.v1", allowed, partners) \
+        == "p.tenure.partner.bank-x.transactions.v1"
+    with pytest.raises(InvalidInput, match="not the platform's"):
+        republish_target("tenure.partner.bank-x.transactions.v1", allowed, partners)
 
 
 def test_customer_ids_are_one_path_segment_and_times_read_well() -> None:
