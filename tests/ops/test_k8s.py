@@ -104,7 +104,11 @@ def test_scaling_by_consumer_lag_targets_each_services_group_within_the_partitio
     for name in SERVICE_NAMES:
         s = scaled[f"tenure-{name}"]["spec"]
         assert s["scaleTargetRef"]["name"] in deployments
-        assert 2 <= s["minReplicaCount"] <= s["maxReplicaCount"] <= partitions
+        # Below the partition count: the surge pod of a rolling update (maxSurge 1) must get
+        # a partition, or it never becomes ready and the rollout stalls.
+        surge = deployments[s["scaleTargetRef"]["name"]]["spec"]["strategy"]["rollingUpdate"]
+        assert 2 <= s["minReplicaCount"] <= s["maxReplicaCount"]
+        assert s["maxReplicaCount"] + surge["maxSurge"] <= partitions
         (trigger,) = s["triggers"]
         assert trigger["type"] == "kafka"
         meta = trigger["metadata"]
