@@ -311,7 +311,7 @@ async def misbehaving_service(scope: dict[str, Any], receive: Any, send: Any) ->
     if scope["type"] != "http":
         return
     if scope["path"] == "/v1/model":
-        await asyncio.sleep(3)
+        await asyncio.sleep(1.5)  # the console waits 0.5 s
     body = b"Traceback (most recent call last):\n  File \"x.py\", line 1\nKeyError: 'Ada'"
     await send({"type": "http.response.start", "status": 500,
                 "headers": [(b"content-type", b"text/plain")]})
