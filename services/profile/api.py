@@ -83,6 +83,8 @@ async def get_customer(
 ) -> dict[str, Any]:
     if as_of is not None and as_of.tzinfo is None:
         raise HTTPException(422, "as_of lacks a UTC offset")
+    if as_of is not None and not 1900 <= as_of.year <= 2999:
+        raise HTTPException(422, "as_of must fall in the years 1900 to 2999")
     runtime = _runtime(request)
     # Reads need no transaction (each statement is its own snapshot under READ COMMITTED
     # anyway): autocommit saves the BEGIN and COMMIT round trips.

@@ -63,6 +63,13 @@ async def test_relationship_managers_see_only_their_own_book(ns: Namespace) -> N
             assert "Test Person" not in other.text and "C-B" not in other.json()["detail"]
             assert wider.status_code == 200 and by_service.status_code == 200, template
 
+        # A real customer's view at an absurd event time is refused, not a 500 (the date
+        # arithmetic of the windows overflowed at year 9999).
+        for as_of in ("9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z"):
+            absurd = await svc["profile"].client.get("/v1/customers/C-A",
+                                                     params={"as_of": as_of}, headers=SERVICE)
+            assert absurd.status_code == 422, absurd.text
+
         # Lists keep to the book.
         listed = await svc["profile"].client.get("/v1/customers", headers=rm("RM-A"))
         assert [c["customer_id"] for c in listed.json()["items"]] == ["C-A"]
