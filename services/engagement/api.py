@@ -271,7 +271,7 @@ async def record_outcome(
     body: Annotated[dict[str, Any], Body(examples=[{"outcome": "accepted_offer"}])],
 ) -> dict[str, Any]:
     outcome = body.get("outcome")
-    if outcome not in OUTCOMES:
+    if not isinstance(outcome, str) or outcome not in OUTCOMES:  # a dict is unhashable
         raise HTTPException(422, f"outcome must be one of {sorted(OUTCOMES)}")
     async with _rt(request).engine.begin() as conn:
         store = EngagementStore(conn)

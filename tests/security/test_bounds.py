@@ -79,6 +79,12 @@ async def test_pages_strings_queries_and_bodies_are_bounded(module_ns: Namespace
             headers={**bearer("engagement:write"), "Content-Type": "application/json"})
         assert nul.status_code == 400 and "NUL" in nul.json()["detail"]
 
+        # an outcome that is an object, not a string, was a 500 (unhashable in a set test)
+        odd = await svc.client.post(
+            "/v1/actions/00000000-0000-0000-0000-000000000000/outcomes",
+            json={"outcome": {"opened": True}}, headers=bearer("engagement:write"))
+        assert odd.status_code == 422 and odd.json()["detail"].startswith("outcome must be")
+
         bad_json = await svc.client.put(
             "/v1/playbooks/huge", content=f'{{"description": "{NAME}"'.encode(),
             headers={**admin, "Content-Type": "application/json"})
