@@ -296,6 +296,10 @@ async def erase_customer(
     now = datetime.now(UTC)
     privacy = privacy_schema(request.app.state.settings.schema_prefix)
     async with runtime.engine.begin() as conn:
+        if principal.book("profile") is not None:
+            # A book-limited token erases only a known customer of its own book.
+            known = (await ProfileStore(conn).load([customer_id])).get(customer_id) or {}
+            principal.ensure_in_book("profile", known.get("rm_id"))
         if await is_held(conn, privacy, customer_id):
             # The bank must keep these records (litigation, fraud, a regulator's request).
             raise HTTPException(409, "customer is under legal hold; erasure is refused until "

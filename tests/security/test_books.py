@@ -70,6 +70,13 @@ async def test_relationship_managers_see_only_their_own_book(ns: Namespace) -> N
                                                      params={"as_of": as_of}, headers=SERVICE)
             assert absurd.status_code == 422, absurd.text
 
+        # Erasure by a book-limited token: only a customer of its own book.
+        eraser = rm("RM-A", "profile:erase")
+        refused = await svc["profile"].client.delete("/v1/customers/C-B", headers=eraser)
+        assert refused.status_code == 403
+        assert (await svc["profile"].client.get("/v1/customers/C-B",
+                                                headers=SERVICE)).status_code == 200
+
         # Lists keep to the book.
         listed = await svc["profile"].client.get("/v1/customers", headers=rm("RM-A"))
         assert [c["customer_id"] for c in listed.json()["items"]] == ["C-A"]

@@ -70,6 +70,7 @@ async def test_every_route_needs_a_valid_token_with_its_scope(
                       for m, op in item.items() if p not in OPEN}
         assert set(routes) == documented, "a route is missing from OpenAPI, or the reverse"
         assert len(routes) >= 4
+        customer_routes = 0
         for method, template in routes:
             op = openapi["paths"][template][method.lower()]
             assert op.get("security"), f"{method} {template} declares no security"
@@ -109,7 +110,16 @@ async def test_every_route_needs_a_valid_token_with_its_scope(
                 assert r.headers["content-type"] == "application/problem+json"
                 assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"', where
 
+            if "{customer_id}" in template:
+                # A relationship manager of another book, with the route's own scope: the
+                # customer is refused (403) or, where the service cannot know it, not found.
+                other_rm = token(scope, subject="u-rm-z", rm_id="RM-Z")
+                r = await call(other_rm)
+                assert r.status_code in (403, 404), f"{where}: another RM -> {r.status_code}"
+                customer_routes += 1
+
             if (method, template) not in NO_POSITIVE_CALL:
                 # The same request with the right scope passes the gate (whatever it answers).
                 ok = await call(token(scope, kind="service"))
                 assert ok.status_code not in (401, 403), f"{where}: {ok.status_code} {ok.text}"
+        assert customer_routes > 0 or name == "ingress", "no per-customer route was checked"
