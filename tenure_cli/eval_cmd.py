@@ -242,6 +242,9 @@ async def fetch_stage_histories(
                 return out
 
 
+LAPSE_DAYS = 90.0  # DESIGN.md §2: dormant after 90 days without customer-initiated activity
+
+
 def left_at(
     outcome: str, activity: list[datetime], closed_all_at: datetime | None, as_of: datetime
 ) -> datetime | None:
@@ -254,18 +257,36 @@ def left_at(
     return max(before) if before else None
 
 
-def warning_lead_days(history: list[dict[str, Any]], left: datetime) -> float | None:
-    """Days between the start of the warning (at_risk, or dormant reached from it) that stood
-    when the customer left, and their leaving; None if no warning stood then."""
+def lapsed_at(
+    outcome: str, activity: list[datetime], closed_all_at: datetime | None, as_of: datetime,
+    lapse_days: float = LAPSE_DAYS,
+) -> datetime | None:
+    """When a labelled churner was lost to the bank: their last account's closure, or their
+    silence reaching `lapse_days` (dormancy), whichever came first."""
+    before = [t for t in activity if t <= as_of]
+    silent = max(before) + timedelta(days=lapse_days) if before else None
+    closed = closed_all_at if outcome == "closed" else None
+    moments = [t for t in (silent, closed) if t is not None]
+    return min(moments) if moments else None
+
+
+def warning_lead_days(
+    history: list[dict[str, Any]], left: datetime, warning: frozenset[str] | set[str] = (
+        frozenset(WARNING_STAGES))
+) -> float | None:
+    """Days between the start of the warning (by default at_risk, or dormant reached from it)
+    that stood when the customer left, and their leaving; None if no warning stood then.
+    The history is what the platform announced through as_of: for a moment after as_of the
+    stage at as_of stands."""
     stage: str | None = None
     since: datetime | None = None
     for h in history:
         if h["transition_at"] >= left:
             break
-        if h["to"] in WARNING_STAGES and stage not in WARNING_STAGES:
+        if h["to"] in warning and stage not in warning:
             since = h["transition_at"]
         stage = h["to"]
-    if stage not in WARNING_STAGES or since is None:
+    if stage not in warning or since is None:
         return None
     return (left - since).total_seconds() / 86_400
 
@@ -274,13 +295,27 @@ def stage_accuracy(
     customers: list[str], labels: dict[str, int], outcome: dict[str, str], stages: list[str],
     histories: dict[str, dict[str, Any]], activity: dict[str, list[datetime]],
     closed_all_at: dict[str, datetime | None], as_of: datetime,
+    lapse_days: float = LAPSE_DAYS,
 ) -> dict[str, Any]:
-    """The lifecycle's early warning against the labels (docs/evaluation.md):
+    """The lifecycle's early warning against the labels (docs/evaluation.md).
 
-    - churners_flagged_share: labelled churners with a warning standing when they left;
-    - median_lead_days (and quartiles): how long before leaving that warning began;
-    - churners_flagged_at_as_of: churners in at_risk, dormant or churned at as_of;
-    - false_alarm_share: labelled stayers in at_risk, dormant or churned at as_of.
+    Churners still within reach at as_of (*leavers*: not yet lapsed, i.e. their last
+    account closes in the window, or their silence began less than `lapse_days` before
+    as_of) are judged twice:
+
+    - warned_before_leaving_share (and lead quartiles): at_risk standing when they left, i.e.
+      at the closure, or at their last own activity: warned while still active;
+    - warned_before_lapse_share (and lead quartiles): at_risk standing when they were lost,
+      i.e. at the closure or when the silence reached dormancy: warned while the bank could
+      still act. Judged on the stages announced through as_of.
+
+    Churners already lapsed at as_of are counted apart (`churners_already_lapsed`). Also:
+    churners_flagged_share and median_lead_days over every churner (the strict definition
+    with dormant-from-at_risk counting as a warning, kept for comparison with earlier runs);
+    churners_flagged_at_as_of (churners in at_risk, dormant or churned at as_of);
+    false_alarm_share: stayers in at_risk at as_of; stayers_dormant_or_churned_share: stayers
+    in those stages at as_of (they come back in the window); loyal_base_at_risk_share:
+    stayers who have been loyal and are in at_risk at as_of.
 
     >>> t = [datetime(2025, 1, d, tzinfo=UTC) for d in (1, 10, 20, 30)]
     >>> hist = {"a": {"history": [{"to": "active", "transition_at": t[0]},
@@ -288,38 +323,75 @@ def stage_accuracy(
     ...         "b": {"history": [{"to": "active", "transition_at": t[0]}]}}
     >>> figures = stage_accuracy(["a", "b", "c"], {"a": 1, "b": 1, "c": 0},
     ...     {"a": "closed", "b": "inactive", "c": "active"}, ["at_risk", "active", "at_risk"],
-    ...     hist, {"b": [t[2]]}, {"a": t[2]}, t[3])
-    >>> figures["churners_flagged_share"], figures["median_lead_days"]
-    (0.5, 10.0)
+    ...     hist, {"a": [t[0]], "b": [t[1]]}, {"a": t[3]}, as_of=t[2])
+    >>> figures["leavers"], figures["warned_before_leaving_share"]
+    (2, 0.5)
+    >>> figures["lead_before_leaving_days"], figures["lead_before_lapse_days"]
+    ([20.0, 20.0, 20.0], [20.0, 20.0, 20.0])
     >>> figures["false_alarm_share"], figures["churners_flagged_at_as_of"]
     (1.0, 0.5)
     """
     churners = [i for i, c in enumerate(customers) if labels.get(c) == 1]
     stayers = [i for i, c in enumerate(customers) if labels.get(c) == 0]
-    leads: list[float] = []
+
+    def quartiles(values: list[float]) -> list[float] | None:
+        return [float(q) for q in np.percentile(values, [25, 50, 75])] if values else None
+
+    def share(part: int, whole: int) -> float | None:
+        return part / whole if whole else None
+
+    strict: list[float] = []
     judged = 0
+    leavers = 0
+    before_leaving: list[float] = []
+    before_lapse: list[float] = []
     for i in churners:
         c = customers[i]
-        left = left_at(outcome.get(c, ""), activity.get(c, []), closed_all_at.get(c), as_of)
+        history = (histories.get(c) or {}).get("history", [])
+        acts, closed = activity.get(c, []), closed_all_at.get(c)
+        left = left_at(outcome.get(c, ""), acts, closed, as_of)
         if left is None:
             continue
         judged += 1
-        lead = warning_lead_days((histories.get(c) or {}).get("history", []), left)
+        lead = warning_lead_days(history, left)
         if lead is not None:
-            leads.append(lead)
+            strict.append(lead)
+        lapsed = lapsed_at(outcome.get(c, ""), acts, closed, as_of, lapse_days)
+        if lapsed is None or lapsed <= as_of:
+            continue  # already lost at as_of: an early warning cannot be judged on them now
+        leavers += 1
+        for moment, leads in ((left, before_leaving), (lapsed, before_lapse)):
+            lead = warning_lead_days(history, moment, {"at_risk"})
+            if lead is not None:
+                leads.append(lead)
     flagged_now = [stages[i] in FLAGGED_STAGES for i in range(len(customers))]
-    quartiles = [float(q) for q in np.percentile(leads, [25, 50, 75])] if leads else None
+    loyal_stayers = [i for i in stayers if any(
+        h["to"] == "loyal" for h in (histories.get(customers[i]) or {}).get("history", []))]
+    strict_q = quartiles(strict)
+    alarms_by_rule: dict[str, int] = defaultdict(int)  # what put stayers in at_risk
+    for i in stayers:
+        entered = [h for h in (histories.get(customers[i]) or {}).get("history", [])
+                   if h["to"] == "at_risk"]
+        if stages[i] == "at_risk" and entered:
+            alarms_by_rule[str(entered[-1].get("rule"))] += 1
     return {
         "churners": len(churners),
-        "churners_flagged_share": len(leads) / judged if judged else None,
-        "median_lead_days": quartiles[1] if quartiles else None,
-        "lead_days_quartiles": quartiles,
-        "churners_flagged_at_as_of": (
-            sum(flagged_now[i] for i in churners) / len(churners) if churners else None
-        ),
-        "false_alarm_share": (
-            sum(flagged_now[i] for i in stayers) / len(stayers) if stayers else None
-        ),
+        "leavers": leavers,
+        "churners_already_lapsed": judged - leavers,
+        "warned_before_leaving_share": share(len(before_leaving), leavers),
+        "lead_before_leaving_days": quartiles(before_leaving),
+        "warned_before_lapse_share": share(len(before_lapse), leavers),
+        "lead_before_lapse_days": quartiles(before_lapse),
+        "churners_flagged_share": share(len(strict), judged),
+        "median_lead_days": strict_q[1] if strict_q else None,
+        "lead_days_quartiles": strict_q,
+        "churners_flagged_at_as_of": share(sum(flagged_now[i] for i in churners), len(churners)),
+        "false_alarm_share": share(sum(stages[i] == "at_risk" for i in stayers), len(stayers)),
+        "stayers_dormant_or_churned_share": share(
+            sum(stages[i] in ("dormant", "churned") for i in stayers), len(stayers)),
+        "loyal_base_at_risk_share": share(
+            sum(stages[i] == "at_risk" for i in loyal_stayers), len(loyal_stayers)),
+        "false_alarms_by_rule": dict(sorted(alarms_by_rule.items())),
     }
 
 
@@ -368,11 +440,17 @@ def render_markdown(results: dict[str, Any]) -> str:
         "  the last customer-initiated activity) and *BG/NBD* (Fader, Hardie & Lee 2005,",
         "  `tenure_cli/btyd.py`) on customer-initiated transactions, scoring P(no purchase in",
         "  the next H days). Customers without a purchase in the window score 1.",
-        "- **Stages**: lifecycle's stage histories, read once its sweeper has settled. A churner",
-        "  is *flagged* when a warning (at_risk, or dormant reached from it) stood when they",
-        "  left: when their last account closed, or at their last customer-initiated activity",
-        "  before the silence the label observes. *Lead time*: from the start of that warning to",
-        "  leaving. *False alarms*: stayers in at_risk, dormant or churned at as_of.",
+        "- **Stages**: lifecycle's stage histories, read once its sweeper has settled (they",
+        "  run through as_of). *Leavers*: churners not yet lost at as_of (their last account",
+        "  closes in the window, or their silence began under 90 days before as_of); churners",
+        "  already silent longer are counted apart. A leaver is *warned before leaving* when",
+        "  at_risk stood at the closure or at their last own activity (warned while still",
+        "  active), and *warned before the lapse* when at_risk stood at the closure or when the",
+        "  silence reached 90 days (dormancy, DESIGN.md §2; for moments after as_of, the stage",
+        "  at as_of). *Lead*: from the start of that at_risk to the moment. *False alarms*:",
+        "  stayers in at_risk at as_of; stayers in dormant or churned at as_of (they return in",
+        "  the window) are shown apart. The earlier strict figure (every churner, at_risk or",
+        "  dormant reached from it standing at the closure or the last activity) is kept.",
         "- Metrics: AUC, Brier score (probabilities only), top-decile lift (churn rate in the",
         "  riskiest 10% ÷ overall rate). Fairness: AUC and score quartiles by segment and age",
         "  band (groups under 30 customers are flagged, not scored).",
@@ -404,14 +482,33 @@ def render_markdown(results: dict[str, Any]) -> str:
         s = run["stages"]
         lines += [
             "",
-            f"Stages of labelled customers at as_of: {s['distribution']}. Churners with a "
-            f"lifecycle warning (at_risk, or dormant reached from it) standing when they left "
-            f"(last account closed, or last own activity before a silence): "
-            f"{_fmt(s['churners_flagged_share'])}, median lead time "
-            f"{_fmt(s['median_lead_days'])} days (quartiles "
-            f"{_fmt_list(s.get('lead_days_quartiles'))}). Churners in at_risk, dormant or "
-            f"churned at as_of: {_fmt(s.get('churners_flagged_at_as_of'))}; false alarms "
-            f"(stayers in those stages at as_of): {_fmt(s['false_alarm_share'])}.",
+            f"Stages of labelled customers at as_of: {s['distribution']}.",
+            "",
+            "| lifecycle early warning | value |",
+            "|---|---:|",
+            f"| churners (leavers not yet lost at as_of / already lapsed) | {s['churners']} "
+            f"({s.get('leavers', 'n/a')} / {s.get('churners_already_lapsed', 'n/a')}) |",
+            f"| leavers warned before leaving (closure or last own activity) | "
+            f"{_fmt(s.get('warned_before_leaving_share'))} |",
+            f"| lead before leaving, days (quartiles) | "
+            f"{_fmt_list(s.get('lead_before_leaving_days'))} |",
+            f"| leavers warned before the lapse (closure or 90 days silent) | "
+            f"{_fmt(s.get('warned_before_lapse_share'))} |",
+            f"| lead before the lapse, days (quartiles) | "
+            f"{_fmt_list(s.get('lead_before_lapse_days'))} |",
+            f"| every churner, strict (at_risk or dormant from it at closure or last "
+            f"activity); median lead | {_fmt(s['churners_flagged_share'])}; "
+            f"{_fmt(s['median_lead_days'])} |",
+            f"| churners in at_risk, dormant or churned at as_of | "
+            f"{_fmt(s.get('churners_flagged_at_as_of'))} |",
+            f"| **false alarms**: stayers in at_risk at as_of | "
+            f"{_fmt(s['false_alarm_share'])} |",
+            f"| stayers in dormant or churned at as_of (return in the window) | "
+            f"{_fmt(s.get('stayers_dormant_or_churned_share'))} |",
+            f"| stayers who have been loyal, in at_risk at as_of | "
+            f"{_fmt(s.get('loyal_base_at_risk_share'))} |",
+            "",
+            f"False alarms by the rule that raised them: {s.get('false_alarms_by_rule', {})}.",
             "",
             f"Score bands: {run['score_bands']}.",
             "",

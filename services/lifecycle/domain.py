@@ -120,8 +120,11 @@ class Step:
     captured: Position | None = None  # the position at `capture_at`, when asked for
 
 
-def variables(p: Position, at: datetime, rules: RuleSet) -> dict[str, Any]:
-    """Everything a rule can read about the customer at event time `at`."""
+def variables(
+    p: Position, at: datetime, rules: RuleSet, *, definitions: bool = True
+) -> dict[str, Any]:
+    """Everything a rule can read about the customer at event time `at` (without the
+    definitions when not asked for: a threshold's days read only figures and parameters)."""
     facts = p.facts
     features = facts.features()
     snapshot = facts.snapshot or {}
@@ -157,6 +160,7 @@ def variables(p: Position, at: datetime, rules: RuleSet) -> dict[str, Any]:
         "open_complaints": len(facts.complaints),
         "churn_probability": churn.get("probability"),
         "churn_band": churn.get("band"),
+        "usual_gap_days": facts.usual_gap_days(),
     }
     for name in ("frequency_30", "frequency_90", "frequency_365", "monetary_30", "monetary_90",
                  "monetary_365", "sessions_30", "sessions_prev_30", "engagement_trend",
@@ -165,6 +169,8 @@ def variables(p: Position, at: datetime, rules: RuleSet) -> dict[str, Any]:
     for clock in CLOCKS:
         values[clock] = days(p.anchor(clock))
     values.update(rules.parameters)
+    if not definitions:
+        return values
     for definition in rules.definitions:
         try:
             values[definition.name] = definition.when.evaluate(values)
@@ -193,12 +199,26 @@ def next_due(
     `waiting_from`) comes first: time is not judged past it until it is applied, so the
     customer is found again through its waiting fact, not through the clock."""
     best: datetime | None = None
+    values: dict[str, Any] | None = None
     for threshold in rules.thresholds(p.stage):
         anchor = p.anchor(threshold.clock)
         if anchor is None:
             continue
+        days: float | None = threshold.days
+        if threshold.scaled is not None:
+            # Reads figures, fixed until the next fact: the same at any time before it.
+            if values is None:
+                key = (p.facts.version, p.stage, p.stage_entered_at, id(rules))
+                cached = p.facts.cached
+                if cached is None or cached[0] != key:
+                    cached = (key, variables(p, p.at or anchor, rules, definitions=False))
+                    p.facts.cached = cached
+                values = cached[1]
+            days = threshold.days_for(values)
+            if days is None or days != days:  # unknown, or NaN
+                continue
         try:
-            due = anchor + timedelta(days=threshold.days)
+            due = anchor + timedelta(days=days)
         except OverflowError:
             continue
         if threshold.after:

@@ -116,10 +116,14 @@ class CustomerFacts:
     balance_avg_30: float | None = None
     balance_prior_avg_60: float | None = None
     last_salary_at: datetime | None = None
+    # Bumped by every fact: what figures computed from the fold may be cached against.
+    version: int = field(default=0, compare=False)
+    cached: tuple[Any, Any] | None = field(default=None, compare=False, repr=False)
 
     # -------------------------------------------------------------- folding
 
     def apply(self, fact: Fact) -> None:
+        self.version += 1
         at, d = fact.at, fact.data
         if fact.kind == "registered":
             self.registered_at = _earliest(self.registered_at, at)
@@ -232,6 +236,31 @@ class CustomerFacts:
             if count > 0:
                 out[kind] = count
         return dict(sorted(out.items()))
+
+    def usual_gap_days(self) -> float | None:
+        """The customer's own pace: the average days between their own transactions over the
+        last year (or since their first activity, counted as at least 30 days), as of the
+        latest snapshot; None without a transaction in that year. Silence is judged against
+        it: three weeks without a payment is news from a daily card user, not from a
+        customer who pays one bill a month.
+
+        >>> f = CustomerFacts(snapshot={"as_of": "2026-01-01T00:00:00+00:00",
+        ...     "first_activity_at": "2025-07-05T00:00:00+00:00",
+        ...     "last_activity_at": "2025-12-31T00:00:00+00:00",
+        ...     "features": {"frequency_365": 18}})
+        >>> f.usual_gap_days()
+        9.944444
+        """
+        snapshot = self.snapshot or {}
+        count = (snapshot.get("features") or {}).get("frequency_365")
+        as_of = _parse(snapshot.get("as_of"))
+        if not count or count < 1 or as_of is None:
+            return None
+        # The span the customer was active in: a silence does not stretch their own pace.
+        last = min(as_of, _parse(snapshot.get("last_activity_at")) or as_of)
+        first = _parse(snapshot.get("first_activity_at")) or last
+        observed = min(365.0, max(30.0, (last - first) / timedelta(days=1)))
+        return round(observed / float(count), 6)
 
     def products_ever(self) -> int:
         return max(len(self.accounts), int(self.features().get("accounts_ever") or 0))

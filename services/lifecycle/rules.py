@@ -64,7 +64,7 @@ FIGURES = frozenset(
         "monetary_90", "monetary_365", "sessions_30", "sessions_prev_30", "engagement_trend",
         "active_days_30", "salary_credits_90", "total_balance", "balance_avg_30",
         "balance_prior_avg_60", "balance_trend", "open_complaints", "last_nps",
-        "churn_probability", "churn_band",
+        "churn_probability", "churn_band", "usual_gap_days",
     }
 )
 VARIABLES = FIGURES | frozenset(CLOCKS)
@@ -83,11 +83,27 @@ class InvalidRules(ValueError):
 @dataclass(frozen=True)
 class Threshold:
     """A clock crossing a rule reads: truth can change at anchor + `days` (just after it
-    when `after`, for `>` and `<=`)."""
+    when `after`, for `>` and `<=`). A threshold that reads the customer's figures
+    (`inactive_days >= 3 * usual_gap_days`) has its days in `scaled`: figures change only
+    when a fact arrives, so between facts it is as fixed as a number."""
 
     clock: str
     days: float
     after: bool
+    scaled: Expression | None = field(default=None, compare=False, hash=False)
+    source: str | None = None  # the expression's text: what makes two thresholds the same
+
+    def days_for(self, values: Mapping[str, Any]) -> float | None:
+        """The threshold's days for a customer (None: not known, never comes due)."""
+        if self.scaled is None:
+            return self.days
+        try:
+            value = self.scaled.evaluate(values)
+        except ExpressionError:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value)
 
 
 @dataclass(frozen=True)
@@ -146,7 +162,9 @@ class RuleSet:
                     "when": r.when.source,
                     "description": r.description,
                     "comes_due": [
-                        f"{CLOCKS[t.clock]} + {t.days:g} days{' (just after)' if t.after else ''}"
+                        f"{CLOCKS[t.clock]} + "
+                        f"{f'({t.source})' if t.source else f'{t.days:g}'} days"
+                        f"{' (just after)' if t.after else ''}"
                         for t in r.thresholds
                     ],
                 }
@@ -356,26 +374,49 @@ def _thresholds(
                 if not isinstance(op, _ORDERINGS):
                     continue
                 value = _constant(other, parameters)
+                scaled: Expression | None = None
                 if value is _NOT_CONSTANT:
-                    continue
+                    scaled = _between_facts(other, parameters)
+                    if scaled is None:
+                        continue
+                    value = 0.0
                 placed.add(id(clock_side))
                 if value is None:
                     continue  # `inactive_days == None`: changes with facts, not with time
                 kind = _MIRROR.get(type(op), type(op)) if mirrored else type(op)
-                found.append(Threshold(clock_side.id, float(value), kind in (ast.Gt, ast.LtE)))
+                source = scaled.source if scaled is not None else None
+                found.append(Threshold(clock_side.id, float(value), kind in (ast.Gt, ast.LtE),
+                                       scaled, source))
                 if kind in (ast.Eq, ast.NotEq):
-                    found.append(Threshold(clock_side.id, float(value), True))
+                    found.append(Threshold(clock_side.id, float(value), True, scaled, source))
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and node.id in CLOCKS and id(node) not in placed:
             raise InvalidRules(
-                f"{where}: the clock {node.id!r} must be compared directly with a number or "
-                f"parameter (such as {node.id} >= 90), so the service knows the event time "
-                "at which the rule comes due"
+                f"{where}: the clock {node.id!r} must be compared directly with a number, a "
+                f"parameter, or an expression of parameters and figures without clocks (such "
+                f"as {node.id} >= 90), so the service knows the event time at which the rule "
+                "comes due"
             )
     return tuple(dict.fromkeys(found))
 
 
 _NOT_CONSTANT = object()
+
+
+def _between_facts(node: ast.expr, parameters: Mapping[str, float]) -> Expression | None:
+    """An operand that reads only parameters and figures (no clock, no definition, which may
+    read a clock): its value changes only when a fact arrives, so a clock compared with it
+    comes due at a time known between facts."""
+    names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+    calls = {n.func.id for n in ast.walk(node)
+             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    names -= calls
+    if not names or not names <= (set(parameters) | FIGURES):
+        return None
+    try:
+        return compile_expression(ast.unparse(node), allowed_names=set(parameters) | FIGURES)
+    except ExpressionError:
+        return None
 
 
 def _constant(node: ast.expr, parameters: Mapping[str, float]) -> Any:

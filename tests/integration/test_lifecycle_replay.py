@@ -78,7 +78,8 @@ async def caught_up(svc: RunningService, consumed: int) -> None:
                 total += float(line.rsplit(" ", 1)[1])
         return total >= consumed
 
-    await eventually(probe, timeout=60, what=f"lifecycle consumed {consumed} events")
+    # A generous deadline: one event per batch is slow on a loaded machine, not wrong.
+    await eventually(probe, timeout=600, what=f"lifecycle consumed {consumed} events")
     await settled(svc)
 
 

@@ -56,11 +56,11 @@ REGULAR = {"frequency_90": 12, "frequency_30": 4, "active_days_30": 8, "sessions
 
 def snap(at: datetime, *, last_activity: datetime | None = None,
          products: dict[str, int] | None = None, balance: float = 1000.0,
-         **features: Any) -> Fact:
+         first_activity: datetime = T0, **features: Any) -> Fact:
     """A profile snapshot; by default a regular customer active at `at`."""
     return fact("snapshot", at, **{
         "as_of": at.isoformat(), "registered": True, "segment": "retail", "value_tier": "mid",
-        "tags": [], "first_activity_at": T0.isoformat(),
+        "tags": [], "first_activity_at": first_activity.isoformat(),
         "last_activity_at": (last_activity or at).isoformat(), "transaction_count": 10,
         "products": {"current": 1} if products is None else products,
         "total_balance": balance, "features": {**REGULAR, **features},
@@ -211,6 +211,29 @@ def test_at_risk_when_a_complaint_stays_open_for_14_days() -> None:
     assert moves(walk(start, resolved, day(120))) == []
 
 
+def test_at_risk_when_silent_three_times_longer_than_the_customers_own_pace() -> None:
+    # 73 own transactions in a year: one every 5 days. Silent since day 200: the floor of 21
+    # days comes first (3 x 5 = 15 days would be too quick to call).
+    start = in_stage("active", day(90), opened(day(0)))
+    busy = snap(day(200), frequency_365=73, first_activity=day(-200))
+    step = walk(start, [busy], day(260))
+    assert moves(step)[0] == ("active", "at_risk", "at_risk_decline", day(221))
+    evidence = step.transitions[0].evidence
+    assert evidence["silent_beyond_pace"] is True and evidence["usual_gap_days"] == 5.0
+    # 24 a year (a gap of about 15 days): three gaps of silence, stamped at that time.
+    fortnightly = snap(day(200), frequency_365=24, first_activity=day(-200))
+    [first, *_] = moves(walk(start, [fortnightly], day(260)))
+    assert first[:3] == ("active", "at_risk", "at_risk_decline")
+    assert abs(first[3] - day(200 + 3 * 365 / 24)) < timedelta(seconds=1)
+    # A monthly payer (12 a year): three gaps is 91 days, dormancy comes first.
+    monthly = snap(day(200), frequency_365=12, first_activity=day(-200))
+    assert moves(walk(start, [monthly], day(300)))[0][1:3] == (
+        "dormant", "dormant_after_inactivity")
+    # Without a habit (under 12 a year) silence is not news until dormancy either.
+    rare = snap(day(200), frequency_365=6, first_activity=day(-200))
+    assert moves(walk(start, [rare], day(260))) == []
+
+
 def test_recovered_only_well_below_the_cut_and_transacting_regularly() -> None:
     start = in_stage("at_risk", day(100), opened(day(0)), snap(day(100)), score(day(100), 0.7))
     step = walk(start, [snap(day(110)), score(day(110), 0.3)], day(111))
@@ -235,7 +258,8 @@ def test_activity_postpones_dormancy_and_the_next_due_time_follows_it() -> None:
     start = in_stage("active", day(0), opened(day(0)))
     step = walk(start, [snap(day(60)), snap(day(99))], day(99))
     assert moves(step) == []
-    assert next_due(step.position, RULES) == day(99 + 30) + timedelta(microseconds=1)
+    # The next crossing: 21 days of silence (the floor of silence beyond the customer's pace).
+    assert next_due(step.position, RULES) == day(99 + 21)
     later = walk(step.position, [], day(200))
     assert moves(later) == [("active", "dormant", "dormant_after_inactivity", day(189))]
 

@@ -82,9 +82,10 @@ def test_the_default_rules_load_and_cover_every_stage() -> None:
         (with_rule("{name: a, from: [prospect], to: active, when: 'True', then: x}"),
          "x.yaml, rule 'a': unknown key(s) then"),
         (with_rule("{name: a, from: [prospect], to: active, when: 'inactive_days * 2 > 90'}"),
-         "x.yaml, rule 'a': the clock 'inactive_days' must be compared directly with a number "
-         "or parameter"),
-        (with_rule("{name: a, from: [prospect], to: active, when: 'inactive_days > frequency_30'}"),
+         "x.yaml, rule 'a': the clock 'inactive_days' must be compared directly with a number, "
+         "a parameter, or an expression of parameters and figures without clocks"),
+        (with_rule("{name: a, from: [prospect], to: active, "
+                   "when: 'inactive_days > days_in_stage'}"),
          "the clock 'inactive_days' must be compared directly"),
         (MINIMAL.replace("dormant_days: 90", "dormant_days: '90'"),
          "x.yaml, parameter 'dormant_days': must be a number, not str"),
@@ -114,6 +115,21 @@ def test_clock_thresholds_are_found_however_the_comparison_is_written() -> None:
         Threshold("days_in_stage", 10.0, True),
         Threshold("days_in_stage", 95.0, True),
     }
+
+
+def test_a_clock_compared_with_figures_comes_due_per_customer() -> None:
+    rules = parse_rules(
+        with_rule("{name: a, from: [prospect], to: active, "
+                  "when: 'inactive_days >= gaps * usual_gap_days'}").replace(
+            "dormant_days: 90", "dormant_days: 90, gaps: 3"),
+        "x.yaml",
+    )
+    [threshold] = [t for t in rules.thresholds("prospect") if t.scaled is not None]
+    assert threshold.clock == "inactive_days" and threshold.source == "gaps * usual_gap_days"
+    assert threshold.days_for({"gaps": 3, "usual_gap_days": 7.5}) == 22.5
+    assert threshold.days_for({"gaps": 3, "usual_gap_days": None}) is None  # never due
+    described = next(r for r in rules.describe()["rules"] if r["name"] == "a")
+    assert described["comes_due"] == ["last_activity_at + (gaps * usual_gap_days) days"]
 
 
 def test_a_definition_lends_its_thresholds_to_the_rules_that_use_it() -> None:
