@@ -27,6 +27,7 @@ _ALLOWED_EXTRAS = {
     "seconds",
     "attempt",
     "status",
+    "frames",  # where an unhandled error happened: file:line in function, never values
 }
 
 
