@@ -146,6 +146,7 @@ async def on_profile_updated(event: ProfileUpdated, *, uow: Uow, now: datetime) 
         "segment": p.segment.value if p.segment else None,
     }
     await uow.store.upsert_contact(event.customer_id, **contact)
+    await uow.store.reassign_open_tasks(event.customer_id, p.rm_id)
     await run_playbooks(event, {}, uow=uow, known_contact=contact)
 
 

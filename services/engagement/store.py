@@ -122,6 +122,19 @@ class EngagementStore:
             )
         )
 
+    async def reassign_open_tasks(self, customer_id: str, rm_id: str | None) -> None:
+        """Open tasks follow the customer's relationship manager: a new RM inherits them, and
+        a task created before engagement learnt who the RM is (topics are not ordered with
+        each other) reaches the RM once it does."""
+        if rm_id is None:
+            return
+        await self.conn.execute(
+            rm_tasks.update()
+            .where(rm_tasks.c.customer_id == customer_id, rm_tasks.c.status == "open",
+                   rm_tasks.c.rm_id.is_distinct_from(rm_id))
+            .values(rm_id=rm_id)
+        )
+
     async def set_consent(
         self, customer_id: str, channel: str, purpose: str, granted: bool, at: datetime
     ) -> None:

@@ -47,7 +47,9 @@ async def test_playbooks_tasks_outcomes_and_next_best_action(ns: Namespace) -> N
             tasks = r.json()["tasks"]
             return tasks[0] if tasks else None
 
-        found = await eventually(task, what="the RM's follow-up task")
+        # The task reaches RM9 even when the complaint is decided before engagement has read
+        # the profile naming RM9 (topics are not ordered with each other): it follows the RM.
+        found = await eventually(task, timeout=90, what="the RM's follow-up task")
         assert found["playbook"] == "complaint_follow_up" and found["customer_id"] == "C-RM"
         r = await client.post(f"/v1/rm-tasks/{found['task_id']}:complete",
                               json={"outcome": "satisfied"}, headers=ADMIN)
