@@ -186,30 +186,39 @@ class JwksCache:
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str) -> jwt.PyJWK:
-        stale = self.fetched_at is None or time.monotonic() - self.fetched_at > self.ttl
-        if stale or kid not in self.keys:
-            await self._refresh(force=stale)
+        if self._needs_fetch(kid):
+            async with self._lock:
+                # Checked again under the lock: requests that waited for another's fetch
+                # use its result instead of fetching once each.
+                if self._needs_fetch(kid):
+                    await self._refresh()
         found = self.keys.get(kid)
         if found is None:
             raise HTTPException(401, "invalid token: unknown signing key", headers=_INVALID)
         return found
 
-    async def _refresh(self, *, force: bool) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            if (not force and self.fetched_at is not None
-                    and now - self.fetched_at < self.min_refresh):
-                return  # another request just refreshed, or a kid storm: keep what we have
-            try:
-                self.keys = await self._fetch()
-            except (httpx.HTTPError, ValueError, jwt.PyJWKSetError) as exc:
-                log.warning("identity provider keys not refreshed",
-                            extra={"reason": type(exc).__name__})
-                if not self.keys:
-                    raise HTTPException(503, "the identity provider's keys are unavailable",
-                                        headers={"Retry-After": "5"}) from None
-            self.fetched_at = now
-            self.fetches += 1
+    def _needs_fetch(self, kid: str) -> bool:
+        if self.fetched_at is None:
+            return True
+        age = time.monotonic() - self.fetched_at
+        # stale, or a kid we lack (rotation) unless we fetched a moment ago (a kid storm)
+        return age > self.ttl or (kid not in self.keys and age >= self.min_refresh)
+
+    async def _refresh(self) -> None:
+        now = time.monotonic()
+        self.fetches += 1
+        try:
+            self.keys = await self._fetch()
+        except (httpx.HTTPError, ValueError, jwt.PyJWKSetError) as exc:
+            log.warning("identity provider keys not refreshed",
+                        extra={"reason": type(exc).__name__})
+            if not self.keys:
+                raise HTTPException(503, "the identity provider's keys are unavailable",
+                                    headers={"Retry-After": "5"}) from None
+            # Keep the keys held, and try again after min_refresh rather than a whole ttl.
+            self.fetched_at = now - self.ttl + self.min_refresh
+            return
+        self.fetched_at = now
 
     async def _fetch(self) -> dict[str, jwt.PyJWK]:
         async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:

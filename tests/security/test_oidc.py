@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Annotated, Any
@@ -87,6 +88,17 @@ async def test_a_rotated_key_is_fetched_and_an_unknown_kid_is_refused() -> None:
         assert await refused(verifier, idp.token(stranger)) == (
             "invalid token: unknown signing key")
         assert idp.jwks_requests == 3  # it looked once more before refusing
+
+
+async def test_concurrent_requests_share_one_fetch_of_a_rotated_key() -> None:
+    async with IdentityProvider() as idp:
+        verifier = TokenVerifier(oidc_settings(idp, min_refresh=0.0))
+        await verifier.verify(idp.token())
+        new_key = idp.rotate("RS256")
+        tokens = [idp.token(new_key, sub=f"u-{i}") for i in range(10)]
+        principals = await asyncio.gather(*(verifier.verify(t) for t in tokens))
+        assert [p.subject for p in principals] == [f"u-{i}" for i in range(10)]
+        assert idp.jwks_requests == 2
 
 
 async def test_made_up_kids_cannot_hammer_the_provider() -> None:
