@@ -19,7 +19,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -121,10 +121,12 @@ class Selection:
 
 
 async def read_dead_letters(
-    settings: PlatformSettings, *, progress: Progress | None = None
+    settings: PlatformSettings, *, keep: Callable[[DeadLetter], bool] = lambda d: True,
+    progress: Progress | None = None,
 ) -> list[DeadLetter]:
-    """Every dead letter on the DLQ topic now (from the start to the current end offsets),
-    read without a consumer group so listing never moves anyone's offsets."""
+    """The dead letters on the DLQ topic now (from the start to the current end offsets) that
+    `keep` selects (only those stay in memory: one may be megabytes), read without a
+    consumer group so listing never moves anyone's offsets."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest", isolation_level="read_committed",
@@ -147,20 +149,25 @@ async def read_dead_letters(
         ends = await consumer.end_offsets(parts)
         total = sum(ends.values())
         out: list[DeadLetter] = []
+        seen = 0
         remaining = {tp for tp in parts if ends[tp] > 0}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=500)
             for tp, messages in batch.items():
                 for m in messages:
-                    if m.offset < ends[tp]:
-                        out.append(DeadLetter(
-                            tp.partition, m.offset, m.key, m.value or b"",
-                            {k: v.decode(errors="replace") for k, v in (m.headers or [])}))
+                    if m.offset >= ends[tp]:
+                        continue
+                    letter = DeadLetter(
+                        tp.partition, m.offset, m.key, m.value or b"",
+                        {k: v.decode(errors="replace") for k, v in (m.headers or [])})
+                    seen += 1
+                    if keep(letter):
+                        out.append(letter)
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
             if progress is not None and total > 10_000:
-                progress.update(len(out), total)
+                progress.update(seen, total)
         out.sort(key=lambda d: (d.headers.get("dlq.failed_at", ""), d.dlq_partition,
                                 d.dlq_offset))
         return out
@@ -325,8 +332,8 @@ async def run(args: argparse.Namespace, *, out: TextIO | None = None,
 async def _run(args: argparse.Namespace, selection: Selection, settings: PlatformSettings,
                out: TextIO) -> int:
     started = time.monotonic()
-    letters = [d for d in await read_dead_letters(settings, progress=Progress("reading DLQ"))
-               if selection(d)]
+    letters = await read_dead_letters(settings, keep=selection,
+                                      progress=Progress("reading the DLQ"))
     if args.dlq_command == "list":
         if args.limit is not None:
             letters = letters[-args.limit:] if args.limit > 0 else []
