@@ -212,8 +212,9 @@ class RequestGuard:
 
     A query string longer than `max_query_bytes` gets 414, a NUL character in the path, query
     or a JSON body 400, and a body longer than `max_body_bytes` 413 (by Content-Length up
-    front, or counted as it streams in), all as problem+json. An exception that no handler took becomes a 500 problem without its text
-    or stack trace, and is not re-raised to the server (whose log would print the text).
+    front, or counted as it streams in), all as problem+json. An exception that no handler
+    took becomes a 500 problem without its text or stack trace, and is not re-raised to the
+    server (whose log would print the text).
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_query_bytes: int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import jwt
 import pytest
@@ -41,7 +42,7 @@ def test_service_wildcard_scope() -> None:
          "invalid token"),
     ],
 )
-def test_bad_tokens_are_refused_with_401(token_of, detail: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_tokens_are_refused_with_401(token_of: Any, detail: str) -> None:
     with pytest.raises(HTTPException) as caught:
         decode_token(token_of(), secret=SECRET, audience="tenure")
     assert caught.value.status_code == 401
