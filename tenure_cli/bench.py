@@ -933,6 +933,8 @@ def _service_env(ns: Namespace) -> dict[str, str]:
     }
     for name in SERVICE_NAMES:
         env[f"TENURE_{name.upper()}_LOG_LEVEL"] = "WARNING"
+        # One client with one token measures the service, not the per-token rate limit.
+        env[f"TENURE_{name.upper()}_RATE_LIMIT_PER_SECOND"] = "0"
     return env
 
 
