@@ -58,6 +58,29 @@ async def test_playbooks_tasks_outcomes_and_next_best_action(ns: Namespace) -> N
         other_rm = {"Authorization": f"Bearer {token('engagement:read', rm_id='RM1')}"}
         assert (await client.get("/v1/rm-tasks?rm=RM9", headers=other_rm)).status_code == 403
 
+        # A task decided before engagement knows the customer's RM reaches the RM once it does.
+        late = ev.FeedbackSubmitted(
+            event_id=f.new_id(), customer_id="C-LATE", occurred_at=f.now() - f.minutes(3),
+            source="complaint-desk",
+            payload=ev.FeedbackDetails(kind="complaint_resolved", complaint_id="K2"))
+        await ns.publish("tenure.feedback.v1", late)
+
+        async def orphan() -> bool:
+            rows = await ns.sql("engagement", "SELECT rm_id FROM rm_tasks "
+                                "WHERE customer_id = 'C-LATE'")
+            return len(rows) == 1 and rows[0][0] is None
+
+        await eventually(orphan, timeout=90, what="a task without an RM")
+        await ns.publish("tenure.customers.v1",
+                         f.registered("C-LATE", f.now() - f.minutes(1), rm_id="RM5"))
+
+        async def reassigned() -> list:
+            r = await client.get("/v1/rm-tasks?rm=RM5", headers=ADMIN)
+            return r.json()["tasks"]
+
+        [late_task] = await eventually(reassigned, timeout=90, what="the task reaching RM5")
+        assert late_task["customer_id"] == "C-LATE" and late_task["rm_id"] == "RM5"
+
         async def outcome_on_wire() -> bool:
             wire = await ns.read_topic("tenure.engagement-actions.v1")
             return any(m["value"]["event_type"] == "engagement.outcome" for m in wire)
