@@ -110,7 +110,7 @@ def _prometheus_config(tmp: Path, targets: dict[str, int], alerts: Path) -> Path
 async def _publish_simulated_bank(ns: Namespace) -> int:
     """A year of a small bank up to today, and a few messages no service can accept."""
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    config = SimConfig(customers=60, seed=3, days=400, start=today - timedelta(days=400))
+    config = SimConfig(customers=40, seed=3, days=400, start=today - timedelta(days=400))
     settings = PlatformSettings(**{k.removeprefix("TENURE_").lower(): v
                                    for k, v in ns.env.items()})
     events = list(simulate(config))
@@ -140,16 +140,18 @@ async def test_every_dashboard_query_has_data_on_the_running_platform(
                                 ROOT / "deploy/prometheus/alerts.yml")
     prom: subprocess.Popen[bytes] | None = None
     try:
+        # Everything starts at once: the events wait in Kafka for the services, and
+        # Prometheus scrapes whoever answers.
         for s in services:
             s.start(wait=False)
-        for s in services:
-            s.wait()
         prom = subprocess.Popen(
             [prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{port}"],
             stdout=(tmp_path / "prometheus.log").open("wb"), stderr=subprocess.STDOUT)
-        wait_port(port)
         await _publish_simulated_bank(ns)
+        for s in services:
+            s.wait()
+        wait_port(port)
 
         missing: dict[str, str] = {}
         deadline = time.monotonic() + 240
