@@ -124,7 +124,13 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     return retention_main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `command`, only that command's options are built (what
+    `main` does: importing every command's module would cost each start-up a second)."""
+
+    def wanted(name: str) -> bool:
+        return command is None or command == name
+
     parser = argparse.ArgumentParser(
         prog="tenure",
         description="Tenure customer-lifecycle platform: set up topics and schemas, mint "
@@ -179,9 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
         "app sessions, feedback, and churners who decline before they leave. Events go to "
         "Kafka through the public contract, like any publisher's.",
     )
-    from tenure_cli.simulate_cmd import add_arguments as simulate_arguments
+    if wanted("simulate"):
+        from tenure_cli.simulate_cmd import add_arguments as simulate_arguments
 
-    simulate_arguments(simulate)
+        simulate_arguments(simulate)
     simulate.set_defaults(func=_cmd_simulate)
 
     report = sub.add_parser(
@@ -191,9 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
         "empty, then writes customer_id, probability, horizon_days, band, reasons, stage. "
         "Exit codes: 0 written, 2 bad arguments, 3 not caught up in time, 4 service error.",
     )
-    from tenure_cli.report import add_arguments as report_arguments
+    if wanted("churn-report"):
+        from tenure_cli.report import add_arguments as report_arguments
 
-    report_arguments(report)
+        report_arguments(report)
     report.set_defaults(func=_cmd_churn_report)
 
     evaluate = sub.add_parser(
@@ -206,9 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
         "and --doc. Long: progress goes to stderr. Exit codes: 0 written, 4 Kafka or "
         "PostgreSQL unreachable.",
     )
-    from tenure_cli.eval_cmd import add_arguments as eval_arguments
+    if wanted("eval"):
+        from tenure_cli.eval_cmd import add_arguments as eval_arguments
 
-    eval_arguments(evaluate)
+        eval_arguments(evaluate)
     evaluate.set_defaults(func=_cmd_eval)
 
     importer = sub.add_parser(
@@ -220,9 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(even with rejects), 2 bad arguments or unreadable file, 3 more rejects than "
         "--max-reject-ratio (nothing published), 4 Kafka failure.",
     )
-    from tenure_cli.importer import add_arguments as import_arguments
+    if wanted("import"):
+        from tenure_cli.importer import add_arguments as import_arguments
 
-    import_arguments(importer)
+        import_arguments(importer)
     importer.set_defaults(func=_cmd_import)
 
     dlq = sub.add_parser(
@@ -234,9 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit codes: 0 done, 2 bad arguments, 3 nothing matched (replay), 4 Kafka "
         "unreachable.",
     )
-    from tenure_cli.dlq import add_arguments as dlq_arguments
+    if wanted("dlq"):
+        from tenure_cli.dlq import add_arguments as dlq_arguments
 
-    dlq_arguments(dlq)
+        dlq_arguments(dlq)
     dlq.set_defaults(func=_cmd_dlq)
 
     partners = sub.add_parser(
@@ -246,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
         "topics (tenure.partner.<id>.*); the ingress service checks and translates what it "
         "publishes. See docs/partners.md. Exit codes: 0 done, 2 operator error.",
     )
-    from tenure_cli.partners import add_arguments as partners_arguments
+    if wanted("partners"):
+        from tenure_cli.partners import add_arguments as partners_arguments
 
-    partners_arguments(partners)
+        partners_arguments(partners)
     partners.set_defaults(func=_cmd_partners)
 
     contracts = sub.add_parser(
@@ -267,9 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
         "customer data keys and re-encrypts profile's fields under the active keys in small "
         "transactions while the services run; `status` counts what each key id protects.",
     )
-    from tenure_cli.keys import add_arguments as keys_arguments
+    if wanted("keys"):
+        from tenure_cli.keys import add_arguments as keys_arguments
 
-    keys_arguments(keys)
+        keys_arguments(keys)
     keys.set_defaults(func=_cmd_keys)
 
     retention = sub.add_parser(
@@ -279,9 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
         "`run` purges (legal holds respected) and erases ended relationships; `hold` and "
         "`release` manage legal holds; `policy` prints the periods.",
     )
-    from tenure_cli.retention import add_arguments as retention_arguments
+    if wanted("retention"):
+        from tenure_cli.retention import add_arguments as retention_arguments
 
-    retention_arguments(retention)
+        retention_arguments(retention)
     retention.set_defaults(func=_cmd_retention)
 
     bench = sub.add_parser(
@@ -328,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # "" (no command yet, e.g. `tenure --help`): every summary, no command's options.
+    command = next((a for a in argv if not a.startswith("-")), "")
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

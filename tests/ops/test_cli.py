@@ -59,3 +59,15 @@ def test_an_unreachable_database_exits_4(monkeypatch: pytest.MonkeyPatch,
                        "postgresql+asyncpg://tenure:tenure@127.0.0.1:1/tenure")
     assert main(["migrate", "profile"]) == 4
     assert "cannot reach the infrastructure" in capsys.readouterr().err
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    # Start-up stays quick: `tenure dlq ...` does not import the evaluation's numerical stack.
+    import subprocess
+    import sys
+
+    code = ("import sys; from tenure_cli.main import main; rc = main(['dlq', 'replay']); "
+            "print(rc, 'tenure_cli.eval_cmd' in sys.modules, 'tenure_cli.dlq' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["2", "False", "True"], out.stdout + out.stderr
