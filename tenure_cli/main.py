@@ -106,6 +106,12 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return import_main(args)
 
 
+def _cmd_chaos(args: argparse.Namespace) -> int:
+    from tenure_cli.chaos import main as chaos_main
+
+    return chaos_main(args)
+
+
 def _cmd_partners(args: argparse.Namespace) -> int:
     from tenure_cli.partners import main as partners_main
 
@@ -249,6 +255,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         dlq_arguments(dlq)
     dlq.set_defaults(func=_cmd_dlq)
+
+    chaos = sub.add_parser(
+        "chaos",
+        help="faults under load (SIGKILL each service, restart the broker, crash PostgreSQL); "
+        "counts lost inputs, duplicated effects, messages sent twice",
+        description="Runs on a private broker and PostgreSQL it starts itself; writes the "
+        "figures to --out and docs/reliability.md. Exit codes: 0 all zero, 1 something was "
+        "lost or doubled.",
+    )
+    if wanted("chaos"):
+        from tenure_cli.chaos import add_arguments as chaos_arguments
+
+        chaos_arguments(chaos)
+    chaos.set_defaults(func=_cmd_chaos)
 
     partners = sub.add_parser(
         "partners",
