@@ -30,6 +30,7 @@ from shared.settings import ServiceSettings
 log = logging.getLogger("tenure.app")
 
 PROBLEM = "application/problem+json"
+RELAY_GRACE_SECONDS = 10.0
 
 
 class ServiceRuntime:
@@ -71,6 +72,12 @@ class ServiceRuntime:
             consumer.stop()
         if self.relay is not None:
             self.relay.stop()
+            # The relay finishes the cycle it is in (publish, then delete what it published)
+            # rather than being cancelled between the two, which would publish those rows
+            # again on the next start; stop() wakes it from its idle wait at once.
+            relay = [t for t in self._tasks if t.get_name() == "outbox-relay"]
+            if relay:
+                await asyncio.wait(relay, timeout=RELAY_GRACE_SECONDS)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
