@@ -45,7 +45,8 @@ class PrivateKafka:
         cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
             ["java", "-cp", f"{self.libs}/*", *self._log4j(), "kafka.tools.StorageTool",
-             "format", "--ignore-formatted", "-t", cluster, "-c", str(self.config)],
+             # `=`: a base64url id may start with "-" and must not read as an option.
+             "format", "--ignore-formatted", f"--cluster-id={cluster}", "-c", str(self.config)],
             check=True, capture_output=True,
         )
 

@@ -7,11 +7,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.ingress.consumer import PartnerConsumer
-from services.ingress.handlers import HANDLERS
+from services.ingress.handlers import make_handlers
 from services.ingress.settings import IngressSettings
 from services.ingress.store import IngressStore
 from shared.app import ServiceRuntime
 from shared.db import make_engine
+from shared.keys import KeySettings, KeyStore, ensure_schema
 from shared.metrics import KitMetrics
 from shared.outbox import OutboxRelay
 
@@ -35,14 +36,21 @@ def bootstrap(settings: IngressSettings, **overrides: Any) -> ServiceRuntime:
     def store_factory(conn: AsyncConnection) -> IngressStore:
         return IngressStore(conn)
 
+    key_store = KeyStore.from_settings(KeySettings(**settings.model_dump()))
+
+    async def key_store_ready() -> None:
+        async with engine.begin() as conn:
+            await ensure_schema(conn, key_store.schema)
+
     consumer = PartnerConsumer(
         settings=settings,
         engine=engine,
-        handlers=HANDLERS,
+        handlers=make_handlers(key_store),
         store_factory=store_factory,
         metrics=metrics,
         on_committed=relay.notify,
     )
     return IngressRuntime(
-        settings=settings, engine=engine, metrics=metrics, consumers=[consumer], relay=relay
+        settings=settings, engine=engine, metrics=metrics, consumers=[consumer], relay=relay,
+        startup=[key_store_ready],
     )

@@ -1,4 +1,5 @@
-"""Reads every partner's topics (one pattern subscription) and routes each event.
+"""Reads every partner's topics (one pattern subscription) and routes each event; reads the
+bank's erasures too.
 
 The shared consumer kit does the loop (batches, one transaction each, inbox, outbox, DLQ,
 offsets after commit). This subclass adds what is particular to partner lanes: a pattern
@@ -10,6 +11,7 @@ one query before the batch is applied.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import orjson
@@ -19,6 +21,7 @@ from services.ingress import store
 from services.ingress.domain import Forward, lane_of, route, topic_pattern
 from services.ingress.settings import IngressSettings
 from shared.kit import EventConsumer, RawRecord, classify
+from shared.settings import INPUT_TOPICS
 
 
 class _PatternConsumer(AIOKafkaConsumer):  # type: ignore[misc]
@@ -37,7 +40,10 @@ class PartnerConsumer(EventConsumer):
 
     def __init__(self, **kwargs: Any):
         super().__init__(topics=[], **kwargs)
-        self.pattern = topic_pattern(self.settings.topic_prefix)
+        # Every partner's topics, and the bank's customers topic for its erasures.
+        self.erasures_topic = self.settings.topic(INPUT_TOPICS["customers"])
+        self.pattern = (f"(?:{topic_pattern(self.settings.topic_prefix)})"
+                        f"|(?:^{re.escape(self.erasures_topic)}$)")
         self._mapped: dict[tuple[str, str], str] = {}
 
     def _make_consumer(self) -> AIOKafkaConsumer:
@@ -80,6 +86,13 @@ class PartnerConsumer(EventConsumer):
         parsed, rejected = classify(records, self.settings)
         admitted = []
         for item in parsed:
+            if item.record.topic == self.erasures_topic:
+                # Only the bank's erasures matter here (the kit erases the customer's mappings
+                # and remembers the id); the topic's other events are other services' business,
+                # skipped without an inbox row.
+                if item.event.event_type == "customer.erased":
+                    admitted.append(item)
+                continue
             lane = lane_of(item.record.topic, self.settings.topic_prefix)
             if lane is None:
                 rejected.append((item.record, "topic: not a partner topic"))

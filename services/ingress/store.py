@@ -146,8 +146,13 @@ async def mappings(
 
 
 class IngressStore:
-    """The consumer's store: ingress keeps no state per event beyond the kit's inbox/outbox
-    (the routing decision is made before the batch is applied, consumer.PartnerConsumer)."""
+    """The consumer's store: the kit calls `erase` when the bank erases a customer, so no
+    partner can be mapped to (and speak for) them any more."""
 
     def __init__(self, conn: AsyncConnection):
         self.conn = conn
+
+    async def erase(self, customer_id: str) -> None:
+        await self.conn.execute(
+            partner_customers.delete().where(partner_customers.c.customer_id == customer_id)
+        )

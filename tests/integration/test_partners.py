@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from services.ingress.settings import IngressSettings
+from shared import events as ev
 from shared.events import EnvelopeBase, derived_event_id, encode_event
 from tenure_cli import partners
 from tenure_cli.main import main as tenure_main
@@ -231,3 +232,58 @@ async def test_rotate_then_remove_stops_the_partner_at_the_broker(lane: Lane) ->
         await producer.stop()
     with pytest.raises(KafkaError):  # and no new session starts
         await lane.producer("bank-y", password=rotated.password)
+
+
+async def test_a_partners_complaint_text_is_sealed_before_it_goes_inside(lane: Lane) -> None:
+    complaint = ev.FeedbackSubmitted(
+        event_id=f.new_id(), customer_id="X-2", occurred_at=f.now(), source="partner:bank-x",
+        payload=ev.FeedbackDetails(kind="complaint_opened", category="cards",
+                                   text="My card was blocked abroad, call me on 0700 900 123"),
+    )
+    producer = await lane.producer("bank-x")
+    try:
+        await publish(producer, lane.creds["bank-x"].topics["feedback"], complaint)
+    finally:
+        await producer.stop()
+
+    async def landed() -> list[dict[str, Any]]:
+        return [m for m in await lane.ns.read_topic("tenure.feedback.v1")
+                if m["value"]["causation_id"] == str(complaint.event_id)]
+
+    [message] = await eventually(landed, timeout=60, what="the complaint inside")
+    assert message["value"]["customer_id"] == "C-2"
+    assert message["value"]["payload"]["text"] is None
+    assert message["value"]["payload"]["sealed"]["kid"]
+    assert b"blocked" not in message["raw"] and b"900 123" not in message["raw"]
+
+
+async def test_the_banks_erasure_ends_the_partners_mapping(lane: Lane) -> None:
+    await partners.map_customers(lane.settings, "bank-x", [("X-3", "C-3")])
+    erased = ev.CustomerErased(event_id=f.new_id(), customer_id="C-3", occurred_at=f.now(),
+                               source="core-banking",
+                               payload=ev.ErasureRequest(requested_by="dpo"))
+    await lane.ns.publish("tenure.customers.v1", erased)
+
+    async def unmapped() -> bool:
+        rows = await lane.ns.sql("ingress", "SELECT 1 FROM partner_customers "
+                                 "WHERE partner_id = 'bank-x' AND partner_customer_id = 'X-3'")
+        return not rows
+
+    await eventually(unmapped, timeout=60, what="the mapping erased")
+    later = partner_transaction("bank-x", "X-3")
+    producer = await lane.producer("bank-x")
+    try:
+        sent = await publish(producer, lane.creds["bank-x"].topics["transactions"], later)
+    finally:
+        await producer.stop()
+
+    async def refused() -> str | None:
+        for m in await dead_letters(lane):
+            h = m["headers"]
+            if (h["dlq.topic"], h["dlq.offset"]) == (sent.topic, str(sent.offset)) and \
+                    h["dlq.partition"] == str(sent.partition):
+                return str(h["dlq.reason"])
+        return None
+
+    assert "may not speak for this customer" in await eventually(
+        refused, timeout=60, what="the later event refused")

@@ -37,7 +37,7 @@ class KafkaBroker:
         cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
             ["java", "-cp", f"{self.libs}/*", f"-Dlog4j2.configurationFile={ROOT}/deploy/kafka/log4j2.yaml",
-             "kafka.tools.StorageTool", "format", "--ignore-formatted", "-t", cluster, "-c", str(self.config)],
+             "kafka.tools.StorageTool", "format", "--ignore-formatted", f"--cluster-id={cluster}", "-c", str(self.config)],
             check=True, capture_output=True,
         )
 
