@@ -462,6 +462,20 @@ def render(result: dict[str, Any] | None) -> list[str]:
             f"{_f(p['churn_rate_treated'])} | {_f(p['churn_rate_holdout'])} | "
             f"{_f(p['estimate'])} | {interval} | {_f(p.get('true_effect'))} | {inside} | "
             f"{_f(p.get('oracle_estimate'))} | {_f(p.get('true_relative_cut'))} |")
+    zero = [name for name, p in result["playbooks"].items()
+            if p["ci_low"] is not None and p["ci_low"] <= 0 <= p["ci_high"]]
+    lines += [
+        "",
+        f"{result['events_published']:,} events; the loop took "
+        f"{result['processing_seconds']:.0f} s (each step waits for the platform to catch up "
+        f"and deliver). *True relative cut*: the true effect over the churn rate without the "
+        f"messages; it differs from the configured response by the luck of the seeded draws "
+        f"and because a message only helps a customer who has not left yet when it arrives, "
+        f"and only with a leaving the window would have seen."
+        + (f" The intervals of {', '.join(zero)} also hold 0: at this size the estimate "
+           f"recovers the truth but could not yet tell a bank the playbook works."
+           if zero else ""),
+    ]
     return lines + [""]
 
 
