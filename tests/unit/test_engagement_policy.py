@@ -204,3 +204,58 @@ def test_the_festival_calendar_is_configuration(tmp_path) -> None:  # type: igno
     assert local_date(evening, "Asia/Shanghai") == date(2026, 2, 14)
     assert festival_on(local_date(evening, "Asia/Shanghai"), shipped) == "spring_festival"
     assert festival_on(local_date(evening, "America/New_York"), shipped) is None
+
+
+SCENARIOS = [
+    # trigger, what the event and the contact say, the default playbooks that fire
+    ("stage.changed", {"to": "onboarding"}, {"onboarding_welcome"}),
+    ("stage.changed", {"to": "at_risk", "tier": "high", "rm_id": "RM1"},
+     {"retention_offer", "rm_retention_call"}),
+    ("stage.changed", {"to": "at_risk", "tier": "high"}, {"retention_offer"}),
+    ("stage.changed", {"to": "at_risk", "tier": "low", "rm_id": "RM1"}, {"care_message"}),
+    ("feedback.submitted", {"kind": "complaint_resolved"}, {"complaint_follow_up"}),
+    ("feedback.submitted", {"kind": "complaint_opened"}, set()),
+    ("feedback.submitted", {"kind": "nps", "score": 6}, {"detractor_follow_up"}),
+    ("feedback.submitted", {"kind": "nps", "score": 7}, set()),
+    ("stage.changed", {"to": "dormant"}, {"dormant_wake_up"}),
+    ("profile.updated", {"tags": ["birthday_this_week"]}, {"birthday_greeting"}),
+    ("profile.updated", {"festival": "spring_festival"}, {"festival_greeting"}),
+    ("profile.updated", {}, set()),
+    ("stage.changed", {"to": "loyal"}, {"loyalty_reward"}),
+    ("stage.changed", {"to": "churned", "tier": "mid"}, {"win_back"}),
+    ("stage.changed", {"to": "churned", "tier": "low"}, set()),
+    ("stage.changed", {"to": "active"}, set()),
+]
+
+
+def test_every_default_playbook_fires_on_its_own_trigger_and_no_other() -> None:
+    from pathlib import Path
+
+    from services.engagement.playbooks import load_defaults
+
+    defaults = load_defaults(Path("services/engagement/playbooks"))
+    base = {"tier": None, "tags": [], "rfm_segment": None, "segment": None, "rm_id": None,
+            "flags": {}, "open_complaints": 0, "festival": None, "to": None, "from": None,
+            "rule": "", "kind": None, "score": None, "category": None, "probability": None,
+            "band": None}
+    covered: set[str] = set()
+    for trigger, facts, expected in SCENARIOS:
+        fired = {p.id for p in defaults
+                 if p.spec.trigger == trigger and p.fires({**base, **facts})}
+        assert fired == expected, (trigger, facts)
+        covered |= fired
+    assert covered == {p.id for p in defaults}  # every shipped playbook is exercised
+    # A valuable at-risk customer gets the offer and their RM's call: separate groups, both go.
+    by_id = {p.id: p for p in defaults}
+    offer, call = by_id["retention_offer"], by_id["rm_retention_call"]
+    assert offer.spec.group != call.spec.group
+    treated_id = next(f"C{n}" for n in range(1000)
+                      if all(bucket(p.id, f"C{n}") >= p.spec.holdout_share for p in (offer, call)))
+    held_id = next(f"C{n}" for n in range(1000) if bucket(offer.id, f"C{n}") < 0.1)
+    for p in (offer, call):
+        [v] = decide([p.candidate()], contact(customer_id=treated_id), [], {}, trigger_at=T,
+                     wall_clock=T, policy=POLICY)
+        assert (v.decision, v.reason) == (Decision.sent, "policy_passed"), p.id
+    [v] = decide([offer.candidate()], contact(customer_id=held_id), [], {}, trigger_at=T,
+                 wall_clock=T, policy=POLICY)
+    assert (v.decision, v.reason) == (Decision.holdout, "playbook_holdout")
