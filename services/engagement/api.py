@@ -185,8 +185,14 @@ async def playbook_uplift(
     holdout = the playbook's or the global control group. `decided_before` keeps to decisions
     whose whole window has been observed."""
     for name, moment in (("decided_from", decided_from), ("decided_before", decided_before)):
-        if moment is not None and moment.tzinfo is None:
+        if moment is None:
+            continue
+        if moment.tzinfo is None:
             raise HTTPException(422, f"{name} needs a UTC offset")
+        try:
+            moment.astimezone(UTC)
+        except OverflowError:
+            raise HTTPException(422, f"{name} is out of range") from None
     runtime = _rt(request)
     window = timedelta(days=window_days or request.app.state.settings.uplift_window_days)
     churned = (

@@ -99,3 +99,10 @@ async def test_playbooks_tasks_outcomes_and_next_best_action(ns: Namespace) -> N
 
         uplift = (await engagement.get("/v1/playbooks/onboarding_welcome/uplift")).json()
         assert set(uplift) >= {"treated", "holdout", "uplift", "ci_low", "ci_high", "window_days"}
+        before = await engagement.get("/v1/playbooks/onboarding_welcome/uplift",
+                                      params={"decided_before": "2000-01-01T00:00:00+00:00"})
+        assert before.status_code == 200
+        assert (before.json()["treated"], before.json()["holdout"]) == (0, 0)
+        naive = await engagement.get("/v1/playbooks/onboarding_welcome/uplift",
+                                     params={"decided_before": "2026-01-01T00:00:00"})
+        assert naive.status_code == 422 and "UTC offset" in naive.text
