@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -358,6 +358,37 @@ def _event_id(raw: bytes | None) -> str | None:
     return str(document.get("event_id")) if isinstance(document, dict) else None
 
 
+def unaccounted(expected: set[str], inbox: set[str], dead_lettered: set[str]) -> int:
+    """Event ids a service should have read that it neither recorded nor dead-lettered.
+
+    >>> unaccounted({"a", "b", "c"}, inbox={"a"}, dead_lettered={"b"})
+    1
+    """
+    return len(expected - inbox - dead_lettered)
+
+
+def counted_against(
+    expected: Counter[str], counted: dict[str, int], skip: set[str]
+) -> tuple[int, int]:
+    """(counted too often, counted too rarely) per customer, summed; erased ones skipped.
+
+    >>> counted_against(Counter({"c1": 3, "c2": 2, "c3": 1}), {"c1": 4, "c2": 1}, skip={"c3"})
+    (1, 1)
+    """
+    over = sum(max(counted.get(c, 0) - n, 0) for c, n in expected.items() if c not in skip)
+    under = sum(max(n - counted.get(c, 0), 0) for c, n in expected.items() if c not in skip)
+    return over, under
+
+
+def repeats(keys: Iterable[Any]) -> int:
+    """How many times a key came again after its first time.
+
+    >>> repeats(["a", "b", "a", "a"])
+    2
+    """
+    return sum(n - 1 for n in Counter(keys).values() if n > 1)
+
+
 async def count(settings: PlatformSettings, database_url: str, load: Load,
                 sink: WebhookSink) -> dict[str, Any]:
     wire = await _read_all(settings, [*OUTPUT_TOPICS.values(), DLQ_TOPIC])
@@ -383,8 +414,8 @@ async def count(settings: PlatformSettings, database_url: str, load: Load,
                                    if topic_of(e.event_type) in topics}
                 expected_outputs = set().union(*(outputs[t] for t in topics if t in outputs))
                 lost[name] = {
-                    "inputs": len(expected_inputs - inbox - dead[name]),
-                    "outputs_of_other_services": len(expected_outputs - inbox - dead[name]),
+                    "inputs": unaccounted(expected_inputs, inbox, dead[name]),
+                    "outputs_of_other_services": unaccounted(expected_outputs, inbox, dead[name]),
                 }
                 dead_lettered[name] = len(dead[name])
             duplicated_actions = int(await conn.scalar(sa.text(
@@ -405,9 +436,8 @@ async def count(settings: PlatformSettings, database_url: str, load: Load,
         e.customer_id for e in load.acknowledged.values() if e.event_type == "transaction.posted")
     erased = {e.customer_id for e in load.acknowledged.values()
               if e.event_type == "customer.erased"}
-    over = sum(max(counted.get(c, 0) - n, 0) for c, n in expected_txn.items() if c not in erased)
-    under = sum(max(n - counted.get(c, 0), 0) for c, n in expected_txn.items() if c not in erased)
-    posts = Counter(r["key"] for r in sink.received)
+    over, under = counted_against(expected_txn, counted, erased)
+    posts_repeated = repeats(r["key"] for r in sink.received)
     figures = {
         "inputs_published": len(load.acknowledged),
         "inputs_lost": sum(v["inputs"] for v in lost.values()),
@@ -426,7 +456,7 @@ async def count(settings: PlatformSettings, database_url: str, load: Load,
             "engagement_actions_decided_twice": duplicated_actions,
             "engagement_actions_delivered": delivered,
             "gateway_posts": len(sink.received),
-            "gateway_posts_repeated_for_one_action": sum(n - 1 for n in posts.values() if n > 1),
+            "gateway_posts_repeated_for_one_action": posts_repeated,
             "actions_delivered_twice_for_one_trigger": delivered_twice,
             "outputs_republished_on_the_wire": republished,
             "publisher_resends": load.retries,
