@@ -177,6 +177,10 @@ def test_at_risk_when_salary_stops_stamped_45_days_after_the_last_salary() -> No
     assert moves(step) == [("active", "at_risk", "at_risk_decline", day(145))]
     evidence = step.transitions[0].evidence
     assert evidence["salary_stopped"] is True and evidence["days_since_salary"] == 45.0
+    # A one-off salary credit (one in the quarter) is not a salary that stopped.
+    once = [snap(day(d), salary_credits_90=1, days_since_salary=d - 100)
+            for d in range(100, 160, 5)]
+    assert moves(walk(start, once, day(160))) == []
 
 
 def test_at_risk_when_balances_are_drawn_down() -> None:
@@ -211,21 +215,21 @@ def test_at_risk_when_a_complaint_stays_open_for_14_days() -> None:
     assert moves(walk(start, resolved, day(120))) == []
 
 
-def test_at_risk_when_silent_three_times_longer_than_the_customers_own_pace() -> None:
-    # 73 own transactions in a year: one every 5 days. Silent since day 200: the floor of 21
-    # days comes first (3 x 5 = 15 days would be too quick to call).
+def test_at_risk_when_silent_four_times_longer_than_the_customers_own_pace() -> None:
+    # 73 own transactions in a year: one every 5 days. Silent since day 200: the floor of 30
+    # days comes first (4 x 5 = 20 days would be too quick to call).
     start = in_stage("active", day(90), opened(day(0)))
     busy = snap(day(200), frequency_365=73, first_activity=day(-200))
     step = walk(start, [busy], day(260))
-    assert moves(step)[0] == ("active", "at_risk", "at_risk_decline", day(221))
+    assert moves(step)[0] == ("active", "at_risk", "at_risk_decline", day(230))
     evidence = step.transitions[0].evidence
     assert evidence["silent_beyond_pace"] is True and evidence["usual_gap_days"] == 5.0
-    # 24 a year (a gap of about 15 days): three gaps of silence, stamped at that time.
-    fortnightly = snap(day(200), frequency_365=24, first_activity=day(-200))
-    [first, *_] = moves(walk(start, [fortnightly], day(260)))
+    # 24 a year (a gap of about 15 days): four gaps of silence, stamped at that time.
+    [first, *_] = moves(walk(start, [snap(day(200), frequency_365=24,
+                                          first_activity=day(-200))], day(300)))
     assert first[:3] == ("active", "at_risk", "at_risk_decline")
-    assert abs(first[3] - day(200 + 3 * 365 / 24)) < timedelta(seconds=1)
-    # A monthly payer (12 a year): three gaps is 91 days, dormancy comes first.
+    assert abs(first[3] - day(200 + 4 * 365 / 24)) < timedelta(seconds=1)
+    # A monthly payer (12 a year): four gaps is 122 days, dormancy comes first.
     monthly = snap(day(200), frequency_365=12, first_activity=day(-200))
     assert moves(walk(start, [monthly], day(300)))[0][1:3] == (
         "dormant", "dormant_after_inactivity")
@@ -258,8 +262,8 @@ def test_activity_postpones_dormancy_and_the_next_due_time_follows_it() -> None:
     start = in_stage("active", day(0), opened(day(0)))
     step = walk(start, [snap(day(60)), snap(day(99))], day(99))
     assert moves(step) == []
-    # The next crossing: 21 days of silence (the floor of silence beyond the customer's pace).
-    assert next_due(step.position, RULES) == day(99 + 21)
+    # The next crossing: 30 days of silence (the floor of silence beyond the customer's pace).
+    assert next_due(step.position, RULES) == day(99 + 30)
     later = walk(step.position, [], day(200))
     assert moves(later) == [("active", "dormant", "dormant_after_inactivity", day(189))]
 

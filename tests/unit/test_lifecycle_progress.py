@@ -83,9 +83,9 @@ def test_next_due_yields_to_a_waiting_fact_that_comes_first() -> None:
     opened = fact("account_opened", day(0), account_id="A", product_type="current")
     step = advance(Position(), [opened], fact_limit=day(0), timer_limit=day(10), rules=RULES)
     due = next_due(step.position, RULES)
-    assert due == day(21)  # the floor of silence beyond the customer's own pace
+    assert due == day(30)  # the floor of silence beyond the customer's own pace
     assert next_due(step.position, RULES, waiting_from=day(200)) == due
-    assert next_due(step.position, RULES, waiting_from=day(21)) is None
+    assert next_due(step.position, RULES, waiting_from=day(30)) is None
     clamped = advance(step.position, [], fact_limit=day(10), timer_limit=day(400),
                       rules=RULES, waiting_from=day(60))
     assert clamped.transitions == [] and clamped.position.at == day(60) - JUST
