@@ -316,10 +316,16 @@ async def test_duplicate_triggers_send_once_and_erasure_removes_everything(
             [linked] = [a for a in await _actions(engagement, "C-DUP")
                         if a["action_id"] == action["action_id"]]
             assert [o["outcome"] for o in linked["outcomes"]] == ["clicked"]
-            wire = await ns.read_topic("tenure.engagement-actions.v1")
-            outcome_events = [m["value"] for m in wire
-                              if m["value"]["event_type"] == "engagement.outcome"]
-            assert {o["payload"]["action_id"] for o in outcome_events} == {
+            # The outcome events leave through the outbox: the relay publishes them soon
+            # after the REST calls commit.
+            async def outcome_events() -> list[dict] | None:
+                wire = await ns.read_topic("tenure.engagement-actions.v1")
+                found = [m["value"] for m in wire
+                         if m["value"]["event_type"] == "engagement.outcome"]
+                return found if len(found) >= 2 else None
+
+            found = await eventually(outcome_events, what="the outcome events on the wire")
+            assert {o["payload"]["action_id"] for o in found} == {
                 action["action_id"], tasks[0]["task_id"]}
 
             # Erasure: actions, tasks, outcomes, consent and contact facts all go.
