@@ -3,7 +3,8 @@
 One instance holds the learner role (a PostgreSQL advisory lock). It reads the labels of
 closed windows (the partition's clock passed t + H) in horizon-end order, learns them off
 the event loop (a worker thread), and commits a signed checkpoint in the same transaction
-that moves those labels from `pending_samples` to `labels`: a crash before that commit loses the in-memory learning and the labels are learnt again from the previous
+that moves those labels from `pending_samples` to `labels`: a crash before that commit
+loses the in-memory learning and the labels are learnt again from the previous
 checkpoint; after it, they are never read again. So nothing is lost and nothing is learnt
 twice. Every instance, the learner included, predicts with the champion of the latest
 checkpoint it has verified and loaded (`ModelHolder`).
