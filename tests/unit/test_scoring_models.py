@@ -86,12 +86,20 @@ def test_the_structural_model_ranks_the_synthetic_customers() -> None:
     assert wins / (len(positives) * len(negatives)) > 0.85
 
 
-def test_checkpoints_restore_identical_predictions() -> None:
-    model = trained("btyd-logit")
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_checkpoints_restore_identical_predictions(kind: str) -> None:
+    """Every model kind: the restored model predicts exactly as the saved one, and goes on
+    learning exactly as it would have."""
+    model = trained(kind)
     blob, signature = dump(model, KEY)
     restored = load(blob, signature, KEY, RIVER_VERSION)
     for facts, _ in customers(50, seed=11):
         assert restored.predict(facts) == model.predict(facts)
+    for facts, churned in customers(200, seed=12):
+        model.learn(facts, churned)
+        restored.learn(facts, churned)
+    assert [restored.predict(f) for f, _ in customers(50, seed=13)] == [
+        model.predict(f) for f, _ in customers(50, seed=13)]
 
 
 def test_checkpoints_are_verified_before_loading() -> None:
