@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 
@@ -93,13 +94,19 @@ def test_checkpoints_restore_identical_predictions(kind: str) -> None:
     model = trained(kind)
     blob, signature = dump(model, KEY)
     restored = load(blob, signature, KEY, RIVER_VERSION)
+    # Identical up to floating-point summation order: a container rebuilt by unpickling may
+    # iterate its keys in another order, which moves a sum in its last bit (seen in CI as
+    # 0.15060406295027914 vs ...917). Anything a checkpoint really lost would be far larger.
+    def same(a: float, b: float) -> bool:
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15)
+
     for facts, _ in customers(50, seed=11):
-        assert restored.predict(facts) == model.predict(facts)
+        assert same(restored.predict(facts), model.predict(facts))
     for facts, churned in customers(200, seed=12):
         model.learn(facts, churned)
         restored.learn(facts, churned)
-    assert [restored.predict(f) for f, _ in customers(50, seed=13)] == [
-        model.predict(f) for f, _ in customers(50, seed=13)]
+    after = [(restored.predict(f), model.predict(f)) for f, _ in customers(50, seed=13)]
+    assert all(same(a, b) for a, b in after), after
 
 
 def test_checkpoints_are_verified_before_loading() -> None:
