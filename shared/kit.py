@@ -283,7 +283,11 @@ class EventConsumer:
     # -------------------------------------------------------------- lifecycle
 
     def _make_consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
+        return AIOKafkaConsumer(**self._consumer_options())
+
+    def _consumer_options(self) -> dict[str, Any]:
+        """The consumer's configuration; a subclass adds to it rather than copying it."""
+        return dict(
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=self.group_id,
             client_id=f"tenure-{self.settings.service_name}",

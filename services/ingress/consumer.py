@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from services.ingress import store
 from services.ingress.domain import Forward, lane_of, route, topic_pattern
@@ -48,22 +49,14 @@ class PartnerConsumer(EventConsumer):
 
     def _make_consumer(self) -> AIOKafkaConsumer:
         # The kit's consumer configuration, plus the pattern and a short metadata refresh.
-        return _PatternConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=self.group_id,
-            client_id=f"tenure-{self.settings.service_name}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_partition_fetch_bytes=4 * 1024 * 1024 + 1024,
-            fetch_max_bytes=16 * 1024 * 1024,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=2_000,
-            max_poll_interval_ms=300_000,
-            retry_backoff_ms=200,
-            metadata_max_age_ms=self.settings.topic_refresh_ms,
-            pattern=self.pattern,
-        )
+        # Partner topics are not co-partitioned by the bank's customer, so aiokafka's default
+        # assignment serves (the kit's range assignment is for co-partitioned topics).
+        return _PatternConsumer(**{
+            **self._consumer_options(),
+            "metadata_max_age_ms": self.settings.topic_refresh_ms,
+            "pattern": self.pattern,
+            "partition_assignment_strategy": (RoundRobinPartitionAssignor,),
+        })
 
     async def _process(self, batch: dict[Any, list[Any]]) -> None:
         # Load the mappings the batch needs (one query) before the kit parses it; a database
