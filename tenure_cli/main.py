@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from shared.settings import PlatformSettings
 
@@ -70,64 +71,15 @@ def _cmd_contracts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from tenure_cli.bench import main as bench_main
+def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
+    """A command run by `module.main(args)`, imported only when that command is chosen (so
+    `tenure dlq ...` does not pay for the simulator's or the evaluation's imports)."""
 
-    return bench_main(args)
+    def run(args: argparse.Namespace) -> int:
+        command = importlib.import_module(f"tenure_cli.{module}")
+        return command.main(args)  # type: ignore[no-any-return]
 
-
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from tenure_cli.simulate_cmd import main as simulate_main
-
-    return simulate_main(args)
-
-
-def _cmd_churn_report(args: argparse.Namespace) -> int:
-    from tenure_cli.report import main as report_main
-
-    return report_main(args)
-
-
-def _cmd_dlq(args: argparse.Namespace) -> int:
-    from tenure_cli.dlq import main as dlq_main
-
-    return dlq_main(args)
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from tenure_cli.eval_cmd import main as eval_main
-
-    return eval_main(args)
-
-
-def _cmd_import(args: argparse.Namespace) -> int:
-    from tenure_cli.importer import main as import_main
-
-    return import_main(args)
-
-
-def _cmd_chaos(args: argparse.Namespace) -> int:
-    from tenure_cli.chaos import main as chaos_main
-
-    return chaos_main(args)
-
-
-def _cmd_partners(args: argparse.Namespace) -> int:
-    from tenure_cli.partners import main as partners_main
-
-    return partners_main(args)
-
-
-def _cmd_keys(args: argparse.Namespace) -> int:
-    from tenure_cli.keys import main as keys_main
-
-    return keys_main(args)
-
-
-def _cmd_retention(args: argparse.Namespace) -> int:
-    from tenure_cli.retention import main as retention_main
-
-    return retention_main(args)
+    return run
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -195,7 +147,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from tenure_cli.simulate_cmd import add_arguments as simulate_arguments
 
         simulate_arguments(simulate)
-    simulate.set_defaults(func=_cmd_simulate)
+    simulate.set_defaults(func=_delegate("simulate_cmd"))
 
     report = sub.add_parser(
         "churn-report",
@@ -208,7 +160,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from tenure_cli.report import add_arguments as report_arguments
 
         report_arguments(report)
-    report.set_defaults(func=_cmd_churn_report)
+    report.set_defaults(func=_delegate("report"))
 
     evaluate = sub.add_parser(
         "eval",
@@ -224,7 +176,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from tenure_cli.eval_cmd import add_arguments as eval_arguments
 
         eval_arguments(evaluate)
-    evaluate.set_defaults(func=_cmd_eval)
+    evaluate.set_defaults(func=_delegate("eval_cmd"))
 
     importer = sub.add_parser(
         "import",
@@ -239,7 +191,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from tenure_cli.importer import add_arguments as import_arguments
 
         import_arguments(importer)
-    importer.set_defaults(func=_cmd_import)
+    importer.set_defaults(func=_delegate("importer"))
 
     dlq = sub.add_parser(
         "dlq", help="list dead letters with their reasons; replay them to their topic",
@@ -254,7 +206,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from tenure_cli.dlq import add_arguments as dlq_arguments
 
         dlq_arguments(dlq)
-    dlq.set_defaults(func=_cmd_dlq)
+    dlq.set_defaults(func=_delegate("dlq"))
 
     chaos = sub.add_parser(
         "chaos",
@@ -268,7 +220,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from tenure_cli.chaos import add_arguments as chaos_arguments
 
         chaos_arguments(chaos)
-    chaos.set_defaults(func=_cmd_chaos)
+    chaos.set_defaults(func=_delegate("chaos"))
 
     partners = sub.add_parser(
         "partners",
@@ -281,7 +233,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from tenure_cli.partners import add_arguments as partners_arguments
 
         partners_arguments(partners)
-    partners.set_defaults(func=_cmd_partners)
+    partners.set_defaults(func=_delegate("partners"))
 
     contracts = sub.add_parser(
         "contracts", help="write JSON Schema and AsyncAPI documents",
@@ -303,7 +255,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from tenure_cli.keys import add_arguments as keys_arguments
 
         keys_arguments(keys)
-    keys.set_defaults(func=_cmd_keys)
+    keys.set_defaults(func=_delegate("keys"))
 
     retention = sub.add_parser(
         "retention",
@@ -316,7 +268,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from tenure_cli.retention import add_arguments as retention_arguments
 
         retention_arguments(retention)
-    retention.set_defaults(func=_cmd_retention)
+    retention.set_defaults(func=_delegate("retention"))
 
     bench = sub.add_parser(
         "bench", help="run the benchmark; writes bench/results.json",
@@ -357,7 +309,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        help="skip the end-to-end latency section")
     bench.add_argument("--skip-population", action="store_true",
                        help="skip the population-size section")
-    bench.set_defaults(func=_cmd_bench)
+    bench.set_defaults(func=_delegate("bench"))
     return parser
 
 
