@@ -73,7 +73,7 @@ async def get_churn(
 
 async def _settle(request: Request) -> None:
     """Wait (bounded) until the sweep has caught up with the clock and the learner has
-    learnt every label resolved by then, and predict with the checkpoint that includes them."""
+    learnt every window closed by then, and predict with the checkpoint that includes them."""
     runtime = request.app.state.runtime
     settings = request.app.state.settings
     parts = _parts(request)
@@ -84,8 +84,8 @@ async def _settle(request: Request) -> None:
         asked = await conn.scalar(sa.text("SELECT now()"))
         while time.monotonic() < deadline:
             waiting = await conn.scalar(sa.text(
-                "SELECT count(*) FROM pending_samples WHERE outcome IS NOT NULL "
-                "AND recorded_at <= :asked"), {"asked": asked})
+                "SELECT count(*) FROM pending_samples WHERE closed_at IS NOT NULL "
+                "AND closed_at <= :asked"), {"asked": asked})
             await conn.commit()
             if not waiting:
                 break
@@ -104,7 +104,7 @@ async def churn_report(
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> dict[str, Any]:
     """Time-dependent features are measured at `as_of`, with the model as it stands now (the
-    first page waits for the learner to include every label resolved so far). Only customers
+    first page waits for the learner to include every window closed so far). Only customers
     first seen on or before `as_of` are listed."""
     if as_of.tzinfo is None:
         raise HTTPException(422, "as_of lacks a UTC offset")

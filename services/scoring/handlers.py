@@ -85,10 +85,15 @@ async def on_profile_updated(event: ProfileUpdated, *, uow: Uow, now: datetime) 
         state.next_due_at = None
         store.closure(state.customer_id, event.occurred_at)
     elif not closed_all and (state.closed or state.next_due_at is None):
+        # The schedule starts at the customer's own event, not at the watermark: in a replay
+        # the snapshot (and the clock) may lead the event by weeks, and a schedule started
+        # there would lose a new customer's first points, the ones that teach the model
+        # about new customers. The sweep catches up the points already past.
         state.closed = False
-        state.next_due_at = as_of + rescore_after(facts["recency_days"],
-                                                  settings.rescore_min_days,
-                                                  settings.rescore_max_days)
+        anchor = min(event.occurred_at, as_of)
+        recency = facts_at(snapshot, anchor, state.memory)["recency_days"]
+        state.next_due_at = anchor + rescore_after(recency, settings.rescore_min_days,
+                                                   settings.rescore_max_days)
     store.put(state)
 
 

@@ -1,9 +1,10 @@
 """The learner role and the published model.
 
-One instance holds the learner role (a PostgreSQL advisory lock). It reads resolved labels,
-learns them off the event loop (a worker thread), and commits a signed checkpoint in the
-same transaction that moves those labels from `pending_samples` to `labels`: a crash before
-that commit loses the in-memory learning and the labels are learnt again from the previous
+One instance holds the learner role (a PostgreSQL advisory lock). It reads the labels of
+closed windows (the partition's clock passed t + H) in horizon-end order, learns them off
+the event loop (a worker thread), and commits a signed checkpoint in the same transaction
+that moves those labels from `pending_samples` to `labels`: a crash before that commit
+loses the in-memory learning and the labels are learnt again from the previous
 checkpoint; after it, they are never read again. So nothing is lost and nothing is learnt
 twice. Every instance, the learner included, predicts with the champion of the latest
 checkpoint it has verified and loaded (`ModelHolder`).
@@ -38,8 +39,9 @@ _FETCH = sa.text(
     SELECT id, customer_id, sampled_at, horizon_end, facts, weight, prediction, model_version,
            treated, label, outcome, resolved_at
     FROM pending_samples
-    WHERE outcome IS NOT NULL AND recorded_at <= now() - make_interval(secs => :settle)
-    ORDER BY resolved_at, id
+    WHERE closed_at IS NOT NULL AND closed_at <= now() - make_interval(secs => :settle)
+      AND recorded_at <= now() - make_interval(secs => :settle)
+    ORDER BY horizon_end, id
     LIMIT :limit
     """
 )
@@ -268,7 +270,8 @@ class Learner:
         counts = await pending_counts(conn)
         await conn.commit()
         self.metrics.pending.labels("open").set(counts["pending"])
-        self.metrics.pending.labels("resolved").set(counts["resolved_not_learnt"])
+        self.metrics.pending.labels("resolved").set(counts["resolved_window_open"])
+        self.metrics.pending.labels("closed").set(counts["closed_not_learnt"])
         if not rows:
             return 0
         started = time.perf_counter()

@@ -62,6 +62,6 @@ class ScoringSettings(ServiceSettings):
     # batch may still hold the activity that corrects a positive resolved by the clock.
     label_settle_seconds: float = Field(10.0, ge=0.0)
     run_learner: bool = True
-    # The as-of report waits this long for the learner to include every label resolved
+    # The as-of report waits this long for the learner to include every window closed
     # before the request (a report reflects what the platform knows).
     report_settle_seconds: float = Field(90.0, ge=0.0)

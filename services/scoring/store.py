@@ -71,6 +71,7 @@ pending_samples = sa.Table(
     sa.Column("outcome", sa.Text),
     sa.Column("resolved_at", sa.DateTime(timezone=True)),
     sa.Column("recorded_at", sa.DateTime(timezone=True)),
+    sa.Column("closed_at", sa.DateTime(timezone=True)),
 )
 labels = sa.Table(
     "labels",
@@ -230,12 +231,29 @@ _LATE_LEARNT = sa.text(
       AND (l.outcome = 'horizon' OR q.at < l.resolved_at)
     """
 )
+# The partition's clock passed t + H: an open window resolves positive (no activity seen),
+# and every window up to there is closed, so the learner may learn it. Labels are learnt
+# only from closed windows, in horizon-end order: a negative resolves at the first
+# activity, often long before a positive can, so learning at resolution would feed the
+# model the early negatives of recent points without their positives (a bias towards
+# "stays" for exactly the customers still in their window).
 _HORIZON = sa.text(
     """
-    UPDATE pending_samples s
-    SET label = true, outcome = 'horizon', resolved_at = s.horizon_end, recorded_at = now()
-    FROM unnest(CAST(:parts AS integer[]), CAST(:wms AS timestamptz[])) AS w(partition, wm)
-    WHERE s.partition = w.partition AND s.outcome IS NULL AND s.horizon_end < w.wm
+    WITH due AS (
+      SELECT s.id, s.outcome IS NULL AS opened
+      FROM unnest(CAST(:parts AS integer[]), CAST(:wms AS timestamptz[])) AS w(partition, wm)
+      JOIN pending_samples s ON s.partition = w.partition AND s.closed_at IS NULL
+       AND s.horizon_end < w.wm
+      FOR UPDATE OF s
+    )
+    UPDATE pending_samples p
+    SET closed_at = now(),
+        label = CASE WHEN due.opened THEN true ELSE p.label END,
+        outcome = CASE WHEN due.opened THEN 'horizon' ELSE p.outcome END,
+        resolved_at = CASE WHEN due.opened THEN p.horizon_end ELSE p.resolved_at END,
+        recorded_at = CASE WHEN due.opened THEN now() ELSE p.recorded_at END
+    FROM due WHERE p.id = due.id
+    RETURNING due.opened
     """
 )
 _DUE = sa.text(
@@ -469,14 +487,15 @@ class ScoringStore:
                                           "ats": [a for _, a in treatments]})
 
     async def resolve_horizons(self, watermarks: dict[int, datetime]) -> int:
-        """Positive when the partition's clock passes t + H with no activity seen."""
+        """Positive when the partition's clock passes t + H with no activity seen; every
+        window the clock passed is closed (learnable)."""
         if not watermarks:
             return 0
         parts = list(watermarks)
-        result = await self.conn.execute(
+        opened = (await self.conn.execute(
             _HORIZON, {"parts": parts, "wms": [watermarks[p] for p in parts]}
-        )
-        count = result.rowcount or 0
+        )).scalars().all()
+        count = sum(1 for o in opened if o)
         self.resolved.horizon += count
         self._report_resolved()
         return count
@@ -531,12 +550,15 @@ class ScoringStore:
 
 
 async def pending_counts(conn: AsyncConnection) -> dict[str, Any]:
-    """Samples waiting for their label, and resolved ones waiting to be learnt."""
+    """Samples waiting for their label, resolved ones waiting for their window to close, and
+    closed ones waiting to be learnt."""
     pending = (await conn.execute(sa.text(
         "SELECT count(*) FILTER (WHERE outcome IS NULL) AS open, "
-        "count(*) FILTER (WHERE outcome IS NOT NULL) AS resolved FROM pending_samples"
+        "count(*) FILTER (WHERE outcome IS NOT NULL AND closed_at IS NULL) AS resolved, "
+        "count(*) FILTER (WHERE closed_at IS NOT NULL) AS closed FROM pending_samples"
     ))).one()
-    return {"pending": pending.open, "resolved_not_learnt": pending.resolved}
+    return {"pending": pending.open, "resolved_window_open": pending.resolved,
+            "closed_not_learnt": pending.closed}
 
 
 async def label_counts(conn: AsyncConnection) -> dict[str, Any]:

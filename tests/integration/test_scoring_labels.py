@@ -127,6 +127,14 @@ async def test_labels_resolve_at_activity_horizon_and_closure_and_late_activity_
 
         neg = await eventually(lambda: resolved(active, "activity"), what="negative")
         assert neg.label is False and neg.resolved_at == T0 + 20 * DAY
+        # Resolved, but learnt only once the window has closed (the clock passed t + H):
+        # learning early negatives before their window's positives could resolve biases the
+        # model towards "stays".
+        runtime = svc.runtime
+        learner = Learner(runtime.settings, runtime.engine, runtime.scoring.holder,
+                          runtime.scoring.metrics)
+        async with runtime.engine.connect() as conn:
+            assert await learner.round(conn) == 0
         # Closure: every account closed -> positive at closure, for every point before it.
         await publish(ns, update(closing, T0 + 30 * DAY, last_activity=T0, products={},
                                  closed=1))
@@ -150,11 +158,11 @@ async def test_labels_resolve_at_activity_horizon_and_closure_and_late_activity_
         assert corrected.label is False and corrected.resolved_at == T0 + 50 * DAY
 
         # Once learnt, a label cannot be unlearnt: a late activity is recorded against it.
-        runtime = svc.runtime
-        learner = Learner(runtime.settings, runtime.engine, runtime.scoring.holder,
-                          runtime.scoring.metrics)
         async with runtime.engine.connect() as conn:
             assert await learner.round(conn) > 0
+        learnt_now = await ns.sql("scoring", "SELECT customer_id, horizon_end FROM labels")
+        assert learnt_now and all(r.horizon_end < T0 + 98 * DAY for r in learnt_now)
+        assert {r.customer_id for r in learnt_now} >= {active, silent}
         await act(ns, silent, T0 + 60 * DAY, snapshot=False)
 
         async def flagged() -> Any:

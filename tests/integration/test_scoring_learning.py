@@ -56,7 +56,9 @@ async def resolved_labels(engine: AsyncEngine, n: int, *, seed: int, start: int 
                      "horizon_end": at + timedelta(days=90), "facts": facts, "weight": 1.0,
                      "prediction": 0.5, "model_version": 0, "label": churned,
                      "outcome": "horizon" if churned else "activity",
-                     "resolved_at": at + timedelta(days=10)})
+                     "resolved_at": at + timedelta(days=90 if churned else 10),
+                     # the partition's clock passed the window's end: learnable
+                     "closed_at": datetime.now(UTC) - timedelta(seconds=1)})
     from services.scoring.store import pending_samples
 
     async with engine.begin() as conn:
@@ -67,7 +69,7 @@ async def learnt_in_order(engine: AsyncEngine) -> list[learning.Label]:
     async with engine.connect() as conn:
         rows = await conn.execute(sa.text(
             "SELECT id, facts, label, weight, treated, resolved_at FROM pending_samples "
-            "ORDER BY resolved_at, id"))
+            "ORDER BY horizon_end, id"))
         return learning.as_labels([dict(r._mapping) for r in rows])
 
 
