@@ -57,6 +57,7 @@ def policy_of(settings: ScoringSettings) -> Policy:
         compare_window=settings.compare_window,
         min_compare=settings.min_compare,
         margin=settings.promotion_margin,
+        auc_margin=settings.promotion_auc_margin,
         treated_weight=settings.treated_weight,
         adwin_delta=settings.adwin_delta,
     )

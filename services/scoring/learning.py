@@ -33,36 +33,49 @@ class Prequential:
 
     window: int = 2000
     cuts: tuple[float, float, float] = (0.25, 0.5, 0.75)
-    recent: deque[tuple[int, float]] = field(default_factory=deque)
+    # (label, probability, stratum): the stratum is the week the sample was taken in (None
+    # when unknown; checkpoints written before strata hold (label, probability) pairs)
+    recent: deque[tuple[Any, ...]] = field(default_factory=deque)
     seen: int = 0
 
-    def update(self, label: int | bool, probability: float) -> None:
-        self.recent.append((1 if label else 0, float(probability)))
+    def update(self, label: int | bool, probability: float, stratum: int | None = None) -> None:
+        self.recent.append((1 if label else 0, float(probability), stratum))
         if len(self.recent) > self.window:
             self.recent.popleft()
         self.seen += 1
 
     def last(self, n: int | None = None) -> list[tuple[int, float]]:
-        items = list(self.recent)
+        items = [(t[0], t[1]) for t in self.recent]
         return items if n is None or n >= len(items) else items[-n:]
 
     def auc(self, n: int | None = None) -> float | None:
         """Mann-Whitney AUC, ties counting one half; None with a single class."""
-        items = sorted(self.last(n), key=lambda t: t[1])
-        positives = sum(y for y, _ in items)
-        negatives = len(items) - positives
-        if positives == 0 or negatives == 0:
-            return None
-        rank_sum = 0.0
-        i = 0
-        while i < len(items):
-            j = i
-            while j + 1 < len(items) and items[j + 1][1] == items[i][1]:
-                j += 1
-            rank = (i + j + 2) / 2.0  # 1-based average rank of the tied run
-            rank_sum += rank * sum(y for y, _ in items[i:j + 1])
-            i = j + 1
-        return (rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
+        pairs, wins = _mann_whitney(self.last(n))
+        return wins / pairs if pairs else None
+
+    def stratified_auc(self, n: int | None = None) -> float | None:
+        """AUC over the pairs taken in the same week only: how well the model ranks customers
+        scored at the same moment, which is what a score is for. A pooled AUC over labels
+        from different weeks also rewards following the base rate from week to week.
+
+        >>> m = Prequential()
+        >>> for y, p, week in [(1, 0.9, 1), (0, 0.8, 1), (1, 0.2, 2), (0, 0.1, 2)]:
+        ...     m.update(y, p, week)
+        >>> m.stratified_auc(), m.auc()
+        (1.0, 0.5)
+        """
+        items = list(self.recent)
+        if n is not None and n < len(items):
+            items = items[-n:]
+        strata: dict[Any, list[tuple[int, float]]] = {}
+        for t in items:
+            strata.setdefault(t[2] if len(t) > 2 else None, []).append((t[0], t[1]))
+        pairs = wins = 0.0
+        for group in strata.values():
+            p, w = _mann_whitney(group)
+            pairs += p
+            wins += w
+        return wins / pairs if pairs else None
 
     def log_loss(self, n: int | None = None) -> float | None:
         items = self.last(n)
@@ -109,6 +122,25 @@ class Prequential:
         }
 
 
+def _mann_whitney(items: list[tuple[int, float]]) -> tuple[float, float]:
+    """(positive-negative pairs, pairs the positive scored higher in, ties counting one half)."""
+    ordered = sorted(items, key=lambda t: t[1])
+    positives = sum(y for y, _ in ordered)
+    negatives = len(ordered) - positives
+    if positives == 0 or negatives == 0:
+        return 0.0, 0.0
+    rank_sum = 0.0
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1][1] == ordered[i][1]:
+            j += 1
+        rank = (i + j + 2) / 2.0  # 1-based average rank of the tied run
+        rank_sum += rank * sum(y for y, _ in ordered[i:j + 1])
+        i = j + 1
+    return float(positives * negatives), rank_sum - positives * (positives + 1) / 2.0
+
+
 def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
@@ -119,8 +151,12 @@ class Policy:
 
     promotion: str = "automatic"  # or "approve": proposals wait for POST /v1/model:promote
     compare_window: int = 1000  # "the recent window" champion and challenger are judged on
-    min_compare: int = 200
-    margin: float = 0.01  # the challenger's log loss must be at least this share lower
+    # labels both models must have learnt (and the window must hold) before any comparison:
+    # early in learning, error falls fast, ADWIN sees that as drift and a small window says
+    # little about which model ranks better
+    min_compare: int = 1000
+    margin: float = 0.01  # the challenger's log loss must be at least this share lower ...
+    auc_margin: float = 0.01  # ... and its week-stratified AUC at least this much higher
     treated_weight: float = 0.0  # 0 = treated customers' labels are kept but not learnt
     adwin_delta: float = 0.002
 
@@ -168,6 +204,14 @@ class Label:
     weight: float = 1.0
     treated: bool = False
     resolved_at: datetime | None = None
+    sampled_at: datetime | None = None
+
+    @property
+    def week(self) -> int | None:
+        """The stratum prequential AUCs are compared within: the week the sample was taken."""
+        if self.sampled_at is None:
+            return None
+        return int(self.sampled_at.timestamp() // (7 * 86400))
 
 
 @dataclass
@@ -182,21 +226,26 @@ def figures(state: LearnerState, n: int) -> dict[str, Any]:
     """Champion and challenger on the same recent labels."""
     return {
         "window": min(n, len(state.champion_metrics.recent)),
-        "champion": {"model": state.champion.kind,
-                     "auc": _r(state.champion_metrics.auc(n)),
-                     "log_loss": _r(state.champion_metrics.log_loss(n)),
-                     "brier": _r(state.champion_metrics.brier(n))},
-        "challenger": {"model": state.challenger.kind,
-                       "auc": _r(state.challenger_metrics.auc(n)),
-                       "log_loss": _r(state.challenger_metrics.log_loss(n)),
-                       "brier": _r(state.challenger_metrics.brier(n))},
+        "champion": _model_figures(state.champion, state.champion_metrics, n),
+        "challenger": _model_figures(state.challenger, state.challenger_metrics, n),
     }
 
 
+def _model_figures(model: ChurnModel, metrics: Prequential, n: int) -> dict[str, Any]:
+    return {"model": model.kind,
+            "auc": _r(metrics.auc(n)),
+            "auc_within_week": _r(metrics.stratified_auc(n)),
+            "log_loss": _r(metrics.log_loss(n)),
+            "brier": _r(metrics.brier(n))}
+
+
 def challenger_better(state: LearnerState, policy: Policy) -> bool:
-    """Lower log loss by the margin on the recent window, and no worse at ranking."""
+    """On the recent window: lower log loss by the margin AND better ranking of customers
+    scored in the same week by the AUC margin. Both models must have learnt `min_compare`
+    labels and the window must hold as many (a young model's figures say little)."""
     n = policy.compare_window
-    if len(state.challenger_metrics.recent) < policy.min_compare:
+    if (min(state.champion.labels_learnt, state.challenger.labels_learnt) < policy.min_compare
+            or min(len(state.challenger_metrics.recent), n) < min(policy.min_compare, n)):
         return False
     champion_loss = state.champion_metrics.log_loss(n)
     challenger_loss = state.challenger_metrics.log_loss(n)
@@ -204,9 +253,11 @@ def challenger_better(state: LearnerState, policy: Policy) -> bool:
         return False
     if challenger_loss > champion_loss * (1.0 - policy.margin):
         return False
-    champion_auc = state.champion_metrics.auc(n)
-    challenger_auc = state.challenger_metrics.auc(n)
-    return champion_auc is None or challenger_auc is None or challenger_auc >= champion_auc
+    champion_auc = state.champion_metrics.stratified_auc(n)
+    challenger_auc = state.challenger_metrics.stratified_auc(n)
+    if champion_auc is None or challenger_auc is None:
+        return False
+    return challenger_auc >= champion_auc + policy.auc_margin
 
 
 def promote(state: LearnerState, reason: str, policy: Policy) -> dict[str, Any]:
@@ -238,9 +289,10 @@ def learn(state: LearnerState, labels: Sequence[Label], policy: Policy) -> Outco
         p_champion = state.champion.probability_of(x)
         p_challenger = state.challenger.probability_of(x)
         y = 1 if label.churned else 0
-        state.champion_metrics.update(y, p_champion)
-        state.challenger_metrics.update(y, p_challenger)
-        state.prior_metrics.update(y, recency_prior(facts, horizon))
+        week = label.week
+        state.champion_metrics.update(y, p_champion, week)
+        state.challenger_metrics.update(y, p_challenger, week)
+        state.prior_metrics.update(y, recency_prior(facts, horizon), week)
         out.champion_p[label.id] = p_champion
         state.detector.update(abs(y - p_champion))
         state.champion.learn_inputs(x, label.churned, weight)
@@ -322,6 +374,6 @@ def card(state: LearnerState, policy: Policy) -> dict[str, Any]:
 def as_labels(rows: Iterable[Mapping[str, Any]]) -> list[Label]:
     return [
         Label(int(r["id"]), r["facts"], bool(r["label"]), float(r["weight"]),
-              bool(r["treated"]), r.get("resolved_at"))
+              bool(r["treated"]), r.get("resolved_at"), r.get("sampled_at"))
         for r in rows
     ]

@@ -31,8 +31,9 @@ class ScoringSettings(ServiceSettings):
     promotion: Literal["automatic", "approve"] = "automatic"
     metrics_window: int = Field(2000, ge=50)
     compare_window: int = Field(1000, ge=50)
-    min_compare: int = Field(200, ge=10)
+    min_compare: int = Field(1000, ge=10)
     promotion_margin: float = Field(0.01, ge=0.0, lt=1.0)
+    promotion_auc_margin: float = Field(0.01, ge=0.0, lt=1.0)
     adwin_delta: float = Field(0.002, gt=0.0, lt=1.0)
     # 0: a treated customer's label is recorded but not learnt (the playbook may have saved
     # them, so "stayed" would teach the model they were safe). >0: learnt with this weight.

@@ -68,8 +68,8 @@ async def resolved_labels(engine: AsyncEngine, n: int, *, seed: int, start: int 
 async def learnt_in_order(engine: AsyncEngine) -> list[learning.Label]:
     async with engine.connect() as conn:
         rows = await conn.execute(sa.text(
-            "SELECT id, facts, label, weight, treated, resolved_at FROM pending_samples "
-            "ORDER BY horizon_end, id"))
+            "SELECT id, facts, label, weight, treated, resolved_at, sampled_at "
+            "FROM pending_samples ORDER BY horizon_end, id"))
         return learning.as_labels([dict(r._mapping) for r in rows])
 
 

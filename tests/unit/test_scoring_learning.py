@@ -9,7 +9,14 @@ import random
 import pytest
 
 from services.scoring.domain import REFERENCE
-from services.scoring.learning import Label, LearnerState, Policy, Prequential, learn
+from services.scoring.learning import (
+    Label,
+    LearnerState,
+    Policy,
+    Prequential,
+    challenger_better,
+    learn,
+)
 from services.scoring.model import ChurnModel
 
 
@@ -104,3 +111,63 @@ def test_a_concept_change_is_detected_and_the_challenger_proposed(promotion: str
     else:
         assert "promotion" not in kinds and s.champion.kind == "btyd-logit"
         assert s.proposal is not None and s.proposal["to"] == "hoeffding-tree"
+
+
+def test_stratified_auc_counts_only_pairs_taken_in_the_same_week() -> None:
+    m = Prequential()
+    # Week 1 (base rate high): ranked right. Week 2 (base rate low): ranked wrong once.
+    for y, p, week in [(1, 0.9, 1), (1, 0.8, 1), (0, 0.7, 1),
+                       (1, 0.2, 2), (0, 0.3, 2), (0, 0.1, 2)]:
+        m.update(y, p, week)
+    # Pairs within a week: week 1 has 2 (both right), week 2 has 2 (one right): 3/4.
+    assert m.stratified_auc() == pytest.approx(3 / 4)
+    # Pooled, 9 pairs: week 1's positives beat all three negatives (6), week 2's positive
+    # beats 0.1 only (1), so 7/9: cross-week pairs count for the pooled figure.
+    assert m.auc() == pytest.approx(7 / 9)
+    # Pairs from checkpoints written before strata (label, probability) form one stratum.
+    old = Prequential()
+    old.recent.extend([(1, 0.9), (0, 0.1)])
+    assert old.stratified_auc() == old.auc() == 1.0
+
+
+def filled(s: LearnerState, rows: list[tuple[int, float, float, int]], learnt: int) -> None:
+    """Prequential windows as if `rows` (label, champion p, challenger p, week) were learnt."""
+    for y, champion, challenger, week in rows:
+        s.champion_metrics.update(y, champion, week)
+        s.challenger_metrics.update(y, challenger, week)
+    s.champion.labels_learnt = s.challenger.labels_learnt = learnt
+
+
+def test_following_the_base_rate_from_week_to_week_does_not_win_a_promotion() -> None:
+    """The challenger knows each week's churn rate but cannot tell customers apart within a
+    week; the champion ranks within every week but is badly calibrated. Pooled over weeks the
+    challenger looks better on both log loss and AUC; within weeks it ranks no one."""
+    rng = random.Random(3)
+    rows = []
+    for week in range(10):
+        rate = 0.05 + 0.09 * week
+        for _ in range(100):
+            risk = rng.random()
+            y = 1 if rng.random() < min(rate * 2 * risk, 1.0) else 0
+            rows.append((y, 0.3 + 0.6 * risk, rate, week))
+    s = state()
+    filled(s, rows, learnt=5000)
+    policy = Policy(compare_window=1000, min_compare=500)
+    assert s.challenger_metrics.log_loss(1000) < s.champion_metrics.log_loss(1000) * 0.99
+    assert s.challenger_metrics.stratified_auc(1000) == pytest.approx(0.5)
+    assert s.champion_metrics.stratified_auc(1000) > 0.75
+    assert not challenger_better(s, policy)
+    # Pooled over the weeks, the challenger also ranks better: the rule is what tells them
+    # apart, not the data.
+    assert s.challenger_metrics.auc(1000) > s.champion_metrics.auc(1000)
+
+
+def test_no_comparison_before_both_models_have_learnt_the_minimum() -> None:
+    rows = [(i % 2, 0.6 if i % 2 == 0 else 0.4, 0.9 if i % 2 else 0.1, 0) for i in range(1000)]
+    policy = Policy(compare_window=1000, min_compare=800)
+    young = state()
+    filled(young, rows, learnt=799)
+    assert not challenger_better(young, policy)
+    grown = state()
+    filled(grown, rows, learnt=800)
+    assert challenger_better(grown, policy)
