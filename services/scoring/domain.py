@@ -598,27 +598,93 @@ class Reason:
     contribution: float
 
 
-def reasons_for(
-    predict: Callable[[Facts], float], facts: Facts, top: int = 3
-) -> list[Reason]:
-    """Model-agnostic reasons: how much the probability falls when one fact is set back to
-    the reference customer's value (everything derived from it moves with it). Positive
-    contributions raise risk; the largest first. Facts the customer has no value for
-    (never salaried, no NPS given) are not reasons.
-    """
-    base = predict(facts)
-    found: list[Reason] = []
+# Facts whose model inputs depend on that fact alone (`model_inputs`): setting one back to
+# the reference moves only these inputs. The others (recency, tenure, purchases in the year,
+# activities on record: the customer's pace) move many inputs and are recomputed in full, as
+# is any fact not listed here. tests/unit/test_scoring_reasons.py checks this table against
+# `inputs_of` on many customers, so a change to the inputs that breaks it fails there.
+LOCAL_INPUTS: dict[str, tuple[str, ...]] = {
+    "purchases_30": ("purchases_30_log",),
+    "purchases_90": ("purchases_90_log",),
+    "purchase_trend": ("purchase_trend",),
+    "gap_stretch": ("gap_stretch_log",),
+    "average_spend": ("average_spend_log",),
+    "total_balance": ("balance_log",),
+    "balance_change": ("balance_change",),
+    "product_count": ("product_count",),
+    "accounts_closed": ("accounts_closed",),
+    "sessions_30": ("sessions_30_log",),
+    "login_trend": ("login_trend",),
+    "active_days_30": ("active_days_share",),
+    "days_since_salary": ("has_salary", "salary_gap"),
+    "salary_credits_90": ("salary_credits_90",),
+    "open_complaints": ("open_complaints",),
+    "last_nps": ("nps_detractor", "nps_promoter"),
+    "digital_share": ("digital_share",),
+}
+
+
+def counterfactual_facts(facts: Facts) -> list[str]:
+    """The facts a reason can be about: known, not at the reference value already, and not
+    an optional fact the customer has no value for (never salaried, no NPS given)."""
+    out = []
     for name, value in facts.items():
         spec = FACT_BY_NAME.get(name)
         if spec is None or value == spec.reference:
             continue
         if name in OPTIONAL_FACTS and value < 0:
             continue
-        counterfactual = dict(facts)
-        counterfactual[name] = spec.reference
-        delta = base - predict(counterfactual)
+        out.append(name)
+    return out
+
+
+# (facts, the names of `counterfactual_facts`) -> (probability of the facts, probability with
+# each named fact set back to its reference value, in the same order).
+Counterfactuals = Callable[[Facts, list[str]], tuple[float, list[float]]]
+
+
+def counterfactuals_with(predict: Callable[[Facts], float]) -> Counterfactuals:
+    """The generic way: one prediction per counterfactual, on a copy of the facts."""
+
+    def run(facts: Facts, names: list[str]) -> tuple[float, list[float]]:
+        base = predict(facts)
+        out = []
+        for name in names:
+            counterfactual = dict(facts)
+            counterfactual[name] = FACT_BY_NAME[name].reference
+            out.append(predict(counterfactual))
+        return base, out
+
+    return run
+
+
+def reasons_for(
+    predict: Callable[[Facts], float], facts: Facts, top: int = 3,
+    counterfactuals: Counterfactuals | None = None,
+) -> list[Reason]:
+    """Model-agnostic reasons: how much the probability falls when one fact is set back to
+    the reference customer's value (everything derived from it moves with it). Positive
+    contributions raise risk; the largest first. Facts the customer has no value for
+    (never salaried, no NPS given) are not reasons.
+
+    `counterfactuals`, when given, must return exactly what `predict` returns for the facts
+    and for each counterfactual (a model's faster way to the same numbers, see
+    `ChurnModel.counterfactuals`); the reasons are then the same.
+    """
+    names = counterfactual_facts(facts)
+    base, probabilities = (counterfactuals or counterfactuals_with(predict))(facts, names)
+    return reasons_from(facts, names, base, probabilities, top)
+
+
+def reasons_from(
+    facts: Facts, names: list[str], base: float, probabilities: list[float], top: int
+) -> list[Reason]:
+    """The reasons, given the probability of the facts and of each counterfactual."""
+    found: list[Reason] = []
+    for name, probability in zip(names, probabilities, strict=True):
+        delta = base - probability
         if delta > 1e-6:
-            found.append(Reason(name, spec.text(value), round(delta, 4)))
+            found.append(Reason(name, FACT_BY_NAME[name].text(facts[name]), round(delta, 4)))
     found.sort(key=lambda r: (-r.contribution, r.feature))
     return found[:top]
 

@@ -17,13 +17,17 @@ from river import base, compose, linear_model, optim, preprocessing, tree
 from services.scoring.btyd import BTYDLogisticClassifier
 from services.scoring.domain import (
     INPUTS,
+    LOCAL_INPUTS,
+    REFERENCE,
     Facts,
     Memory,
     Reason,
     band_of,
+    counterfactual_facts,
+    counterfactuals_with,
     facts_at,
     model_inputs,
-    reasons_for,
+    reasons_from,
     recency_prior,
 )
 from shared.events import ChurnBand, ProfileSnapshot
@@ -140,6 +144,50 @@ class ChurnModel:
             return recency_prior(facts, self.horizon_days)
         return self.model_probability(facts)
 
+    def counterfactuals(self, facts: Facts, names: list[str]) -> tuple[float, list[float]]:
+        """What the reasons ask (`reasons_for`): `predict(facts)`, and `predict` of the facts
+        with each named fact set back to its reference value; the same numbers, cheaper.
+
+        The model inputs are computed once for the facts and once with every fact of
+        `LOCAL_INPUTS` among `names` at the reference, which gives each such fact's
+        counterfactual inputs (they depend on that fact alone); the other facts (the
+        customer's pace) get their inputs recomputed. A counterfactual that moves no input
+        has the customer's own probability. An estimator that can score many variants of one
+        input at once (`predict_proba_variants`, the champion) does; any other predicts each.
+        The prior works on facts and keeps the plain way."""
+        if self.cold_start:
+            return counterfactuals_with(self.predict)(facts, names)
+        h = self.horizon_days
+        x = inputs_of(facts, h)
+        local = [n for n in names if n in LOCAL_INPUTS]
+        at_reference = x
+        if local:
+            moved = dict(facts)
+            for n in local:
+                moved[n] = REFERENCE[n]
+            at_reference = inputs_of(moved, h)
+        variants: list[dict[str, float] | None] = []
+        for n in names:
+            if n in LOCAL_INPUTS:
+                v = {k: at_reference[k] for k in LOCAL_INPUTS[n] if at_reference[k] != x[k]}
+                variants.append(v or None)
+            else:
+                counterfactual = dict(facts)
+                counterfactual[n] = REFERENCE[n]
+                moved_inputs = inputs_of(counterfactual, h)
+                v = {k: value for k, value in moved_inputs.items() if value != x[k]}
+                variants.append(v or None)
+        todo = [v for v in variants if v is not None]
+        many = getattr(self.estimator, "predict_proba_variants", None)
+        if many is not None:
+            scored = many(x, [{}, *todo])
+            base, scored = scored[0], scored[1:]
+        else:
+            base = self.probability_of(x)
+            scored = [self.probability_of({**x, **v}) for v in todo]
+        found = iter(scored)
+        return base, [base if v is None else next(found) for v in variants]
+
     def learn(self, facts: Facts, churned: bool, weight: float = 1.0) -> None:
         self.learn_inputs(inputs_of(facts, self.horizon_days), churned, weight)
 
@@ -211,11 +259,12 @@ def assess(
 def assess_facts(
     model: ChurnModel, facts: Facts, cuts: tuple[float, float, float], top: int
 ) -> Assessment:
-    probability = model.predict(facts)
+    names = counterfactual_facts(facts)
+    probability, counterfactuals = model.counterfactuals(facts, names)
     return Assessment(
         probability=round(probability, 6),
         band=band_of(probability, cuts),
-        reasons=reasons_for(model.predict, facts, top),
+        reasons=reasons_from(facts, names, probability, counterfactuals, top),
         features=facts,
         model=model.active_name,
         version=model.version,
