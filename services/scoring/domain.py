@@ -81,10 +81,10 @@ class ActivityView:
     """A customer's own activity as known at one moment (only what happened by then)."""
 
     last: float | None  # epoch seconds
-    previous: float | None
+    previous: float | None  # the last activity of the active day before the last one
     first: float | None
-    activities: int
-    transactions: tuple[int, int, int]  # customer transactions in the last 30, 90, 365 days
+    activities: int  # days with customer-initiated activity on record
+    transactions: tuple[int, int, int]  # days with a customer transaction in 30, 90, 365
     spend_365: float
     others: tuple[int, int]  # app events and feedback in the last 30 days, and the 30 before
     active_days_30: int
@@ -93,6 +93,10 @@ class ActivityView:
 @dataclass
 class Memory:
     """What scoring keeps per customer between events.
+
+    Activity is counted in **active days**, as BG/NBD counts purchase occasions: a purchase
+    exported as 30 invoice lines, or three card payments in one afternoon, is one day of
+    activity, so a customer's pace does not depend on how their bank or shop writes rows.
 
     Balances: `balance_anchor` is the balance seen about a month before `balance_recent`,
     so "balances -40% vs a month ago" spans 30 to 60 days. Activity: one entry per UTC day
@@ -112,6 +116,11 @@ class Memory:
     >>> v = m.view(t + timedelta(days=20))
     >>> v.activities, v.transactions, round((v.last - v.previous) / 86400)
     (2, (2, 2, 2), 10)
+    >>> for line in range(5):  # one invoice of five lines on day 10: still one day
+    ...     m.observe_activity(t + timedelta(days=10, minutes=line), transaction=True)
+    >>> v = m.view(t + timedelta(days=20))
+    >>> v.activities, v.transactions, round((v.last - v.previous) / 86400)
+    (2, (2, 2, 2), 10)
     >>> m.first_activity_after(t + timedelta(days=20)) == (t + timedelta(days=40)).timestamp()
     True
     """
@@ -127,8 +136,10 @@ class Memory:
     transactions: list[int] = field(default_factory=list)
     spend: list[float] = field(default_factory=list)
     others: list[int] = field(default_factory=list)
-    # Days that fell out of the log: their counts and the last two activity times.
+    # Days that fell out of the log: their activities, their days (events older than the log
+    # count one day each), and the last two activity times.
     folded_activities: int = 0
+    folded_days: int = 0
     folded_last: float | None = None
     folded_previous: float | None = None
     first_activity: float | None = None
@@ -168,6 +179,7 @@ class Memory:
         if i == len(self.days) or self.days[i] != day:
             if self.days and day <= self.days[-1] - self.KEEP_DAYS:
                 self.folded_activities += 1  # older than the log: counted, not placed
+                self.folded_days += 1
                 return
             for column, value in ((self.days, day), (self.first, t), (self.last, t),
                                   (self.transactions, 0), (self.spend, 0.0),
@@ -186,6 +198,7 @@ class Memory:
     def _fold(self) -> None:
         while self.days and self.days[0] <= self.days[-1] - self.KEEP_DAYS:
             self.folded_activities += self.transactions[0] + self.others[0]
+            self.folded_days += 1
             self.folded_previous, self.folded_last = self.folded_last, self.last[0]
             for column in (self.days, self.first, self.last, self.transactions, self.spend,
                            self.others):
@@ -196,7 +209,7 @@ class Memory:
         t = _epoch(at)
         day = int(t // SECONDS_PER_DAY)
         end = bisect.bisect_right(self.days, day)
-        activities = self.folded_activities
+        activities = self.folded_days
         last = self.folded_last
         previous = self.folded_previous
         windows = [0, 0, 0]
@@ -206,11 +219,11 @@ class Memory:
         for i in range(end):
             if self.days[i] == day and self.first[i] > t:
                 break  # that day's events all come later
-            activities += self.transactions[i] + self.others[i]
+            activities += 1
             age = day - self.days[i]
             for k, width in enumerate((30, 90, 365)):
-                if age < width:
-                    windows[k] += self.transactions[i]
+                if age < width and self.transactions[i]:
+                    windows[k] += 1
             if age < 365:
                 spend += self.spend[i]
             if age < 30:
@@ -219,10 +232,8 @@ class Memory:
             elif age < 60:
                 others[1] += self.others[i]
             at_most = self.last[i] if self.last[i] <= t else self.first[i]
-            if self.first[i] < at_most and (self.transactions[i] + self.others[i]) > 1:
-                previous = self.first[i] if last is None or self.first[i] > last else last
-            elif last is not None:
-                previous = last
+            if last is not None:
+                previous = last  # the previous active day's last activity
             last = at_most
         return ActivityView(last, previous, self.first_activity if last is not None else None,
                             activities, (windows[0], windows[1], windows[2]), spend,
@@ -244,13 +255,16 @@ class Memory:
     def from_json(cls, data: Mapping[str, Any] | None) -> Memory:
         if not data:
             return cls()
-        return cls(**{k: data[k] for k in _MEMORY_FIELDS if k in data})
+        memory = cls(**{k: data[k] for k in _MEMORY_FIELDS if k in data})
+        if "folded_days" not in data:  # kept before days were counted: one day per activity
+            memory.folded_days = memory.folded_activities
+        return memory
 
 
 _MEMORY_FIELDS = (
     "balance_anchor", "balance_anchor_at", "balance_recent", "balance_recent_at",
     "first_seen_at", "days", "first", "last", "transactions", "spend", "others",
-    "folded_activities", "folded_last", "folded_previous", "first_activity",
+    "folded_activities", "folded_days", "folded_last", "folded_previous", "first_activity",
 )
 
 
@@ -400,22 +414,22 @@ class Fact:
 FACTS: tuple[Fact, ...] = (
     Fact("recency_days", 7.0, lambda v: f"no customer-initiated activity for {v:.0f} days",
          "days since the last customer-initiated activity"),
-    Fact("purchases_30", 4.0, lambda v: f"{v:.0f} customer transactions in the last 30 days",
-         "customer-initiated transactions in the last 30 days"),
-    Fact("purchases_90", 12.0, lambda v: f"{v:.0f} customer transactions in the last 90 days",
-         "customer-initiated transactions in the last 90 days"),
-    Fact("purchases_365", 50.0, lambda v: f"{v:.0f} customer transactions in the last year",
-         "customer-initiated transactions in the last 365 days"),
+    Fact("purchases_30", 4.0, lambda v: f"transacted on {v:.0f} of the last 30 days",
+         "days with a customer-initiated transaction in the last 30"),
+    Fact("purchases_90", 12.0, lambda v: f"transacted on {v:.0f} of the last 90 days",
+         "days with a customer-initiated transaction in the last 90"),
+    Fact("purchases_365", 50.0, lambda v: f"transacted on {v:.0f} days in the last year",
+         "days with a customer-initiated transaction in the last 365"),
     Fact("purchase_trend", 0.0, lambda v: f"transactions {v:+.0%} vs their yearly pace",
          "pace of the last 90 days against the last year's (or since joining)"),
     Fact("gap_stretch", 1.0,
          lambda v: f"last gap between activities {v:.1f}x their usual",
          "the last gap between two activities against the customer's average gap"),
-    Fact("transactions_lifetime", 100.0, lambda v: f"{v:.0f} activities on record",
-         "customer-initiated activities on record"),
+    Fact("transactions_lifetime", 100.0, lambda v: f"active on {v:.0f} days on record",
+         "days with customer-initiated activity on record"),
     Fact("tenure_days", 3 * 365.25, _years, "days since registration or first activity"),
-    Fact("average_spend", 50.0, lambda v: f"average transaction {v:,.0f}",
-         "average amount of the last year's customer transactions"),
+    Fact("average_spend", 50.0, lambda v: f"average spend per day with purchases {v:,.0f}",
+         "the last year's customer spend per day with a customer transaction"),
     Fact("product_count", 2.0, lambda v: f"holds {v:.0f} open product(s)", "open accounts"),
     Fact("accounts_closed", 0.0, lambda v: f"{v:.0f} account(s) closed", "accounts closed"),
     Fact("total_balance", 5_000.0, lambda v: f"total balance {v:,.0f}",

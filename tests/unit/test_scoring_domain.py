@@ -78,6 +78,33 @@ def test_the_log_folds_old_days_into_totals() -> None:
     assert restored.view(T0 + 900 * DAY) == view
 
 
+def test_activity_counts_days_so_invoice_lines_do_not_change_the_score() -> None:
+    """A retailer's export may give one row per invoice line, a bank three card payments in an
+    afternoon: the customer's pace, gaps and spend per day are the same, and so is the score."""
+    days = (0, 12, 30, 75, 140)
+    single = log(*days)
+    lines = Memory()
+    for d in days:
+        for line in range(7):  # seven lines a few minutes apart, the day's spend split
+            lines.observe_activity(T0 + d * DAY + timedelta(minutes=3 * line),
+                                   transaction=True, amount=10.0 / 7)
+    at = T0 + 200 * DAY
+    a, b = facts_at(snapshot(), at, single), facts_at(snapshot(), at, lines)
+    for name in ("transactions_lifetime", "purchases_30", "purchases_90", "purchases_365",
+                 "purchase_trend", "gap_stretch", "average_spend"):
+        assert b[name] == pytest.approx(a[name], abs=1e-3), name
+    assert a["transactions_lifetime"] == 5 and a["purchases_365"] == 5
+    # The last gap runs from day 75 to day 140, not from the day's first line to its last.
+    assert b["gap_stretch"] == pytest.approx((65 + 1) / (35 + 1), rel=0.01)  # +1 day each
+    assert model_inputs(b, 90) == pytest.approx(model_inputs(a, 90), abs=1e-3)
+    # Folded days keep counting days (the log keeps KEEP_DAYS days).
+    long = Memory()
+    for d in range(0, 800, 10):
+        for line in range(3):
+            long.observe_activity(T0 + d * DAY + timedelta(minutes=line), transaction=True)
+    assert long.view(T0 + 800 * DAY).activities == 80
+
+
 def test_a_late_event_counts_on_its_own_day() -> None:
     memory = log(0, 30)
     memory.observe_activity(T0 + 10 * DAY, transaction=True, amount=5.0)
