@@ -191,46 +191,66 @@ class BTYDLogisticClassifier(base.Classifier):
         self, x: dict[str, float], variants: list[dict[str, float]]
     ) -> list[float]:
         """P(churn) for `x` with each variant's inputs in place of its own: for every variant
-        exactly `predict_proba_one({**x, **variant})[True]` (the same operations in the same
-        order), with what they share computed once. A variant that moves the purchase
-        history (recency, tenure, events) goes through `_forward`; one that moves only
-        covariates re-standardises those and reuses the history's terms; one that sets no
-        input this model reads has the probability of `x`. Counterfactual reasons ask for
-        about twenty variants per score, most of them moving one or two covariates."""
+        exactly `predict_proba_one({**x, **variant})[True]` (the same operations on the same
+        values in the same order, as `_split`, the scaler and `_forward` do them), with what
+        the variants share computed once: the parameters, the standardised covariates and
+        their terms, the purchase history's terms. A variant re-standardises only the
+        covariates it sets and recomputes the history only if it sets recency, tenure or
+        events; one that sets no input this model reads has the probability of `x`.
+        Counterfactual reasons ask for about twenty variants per score, most of them moving
+        one or two covariates. tests/unit/test_scoring_reasons.py holds it to
+        `predict_proba_one`."""
         recency, tenure, events, raw = self._split(x)
         z = self.scaler.transform_one(raw) if raw else {}
         theta, beta = self.mean_theta, self.mean_beta
-        base, parts = self._forward(recency, tenure, events, z, theta, beta)
-        # The terms of `_forward` that do not depend on the covariates, as it computes them.
-        r, _, b, repeats, _, seen, _, _, _, quiet = parts
-        log_a, single = theta[2], theta[4]
-        if repeats > 0:
-            history = log_a - math.log(b + repeats - 1.0) + (r + repeats) * seen
-        else:
-            history = single + r * seen
+        base, _ = self._forward(recency, tenure, events, z, theta, beta)
+        base = min(max(base, 1e-7), 1.0 - 1e-7)
+        log_r, log_alpha, log_a, log_b, single = theta
+        r, alpha, b = math.exp(log_r), math.exp(log_alpha), math.exp(log_b)
+        horizon = self.horizon_days
+
+        def history(recency: float, tenure: float, events: float) -> tuple[float, float]:
+            """`_forward`'s log-odds before the behaviour term, and its quiet chance."""
+            repeats = events - 1.0
+            seen = math.log(alpha + tenure) - math.log(alpha + tenure - recency)
+            if repeats > 0:
+                head = log_a - math.log(b + repeats - 1.0) + (r + repeats) * seen
+            else:
+                head = single + r * seen
+            ahead = math.log(alpha + tenure) - math.log(alpha + tenure + horizon)
+            return head, math.exp((r + repeats) * ahead)
+
+        base_head, base_quiet = history(recency, tenure, events)
         # The behaviour terms in `_forward`'s order: a variant replaces the ones it moves
         # and sums the list as `_forward` sums them (same values, same order).
         index = {c: i for i, c in enumerate(self.covariates)}
         terms = [beta[c] * z[c] for c in self.covariates]
-        structural = {self.recency, self.tenure, self.events}
+        behaviour = sum(terms)
+        means, variances = self.scaler.means, self.scaler.vars
+        keys = {self.recency, self.tenure, self.events}
         out = []
         for variant in variants:
-            changed = {k: float(v) for k, v in variant.items() if k in index}
-            if not structural.isdisjoint(variant):
-                rv, tv, ev, _ = self._split({**x, **variant})
-                zv = z
-                if changed:
-                    zv = dict(z)
-                    zv.update(self.scaler.transform_one(changed))
-                p, _ = self._forward(rv, tv, ev, zv, theta, beta)
-            elif not changed:
-                p = base
-            else:
+            moved = [k for k in variant if k in index]
+            structural = not keys.isdisjoint(variant)
+            if not moved and not structural:
+                out.append(base)
+                continue
+            b_sum = behaviour
+            if moved:
                 moved_terms = list(terms)
-                for c, zc in self.scaler.transform_one(changed).items():
-                    moved_terms[index[c]] = beta[c] * zc
-                log_odds = history + sum(moved_terms)
-                clipped = min(max(log_odds, -_LOGIT_LIMIT), _LOGIT_LIMIT)
-                p = 1.0 - _sigmoid(-clipped) * (1.0 - quiet)
+                for c in moved:
+                    xi, v = float(variant[c]), variances[c]
+                    moved_terms[index[c]] = beta[c] * ((xi - means[c]) / v**0.5 if v else 0.0)
+                b_sum = sum(moved_terms)
+            head, quiet = base_head, base_quiet
+            if structural:
+                merged = {**x, **variant}
+                rv = max(float(merged.get(self.recency, 0.0)), 0.0)
+                tv = max(float(merged.get(self.tenure, 0.0)), rv)
+                ev = max(float(merged.get(self.events, 1.0)), 1.0)
+                head, quiet = history(rv, tv, ev)
+            log_odds = head + b_sum
+            clipped = min(max(log_odds, -_LOGIT_LIMIT), _LOGIT_LIMIT)
+            p = 1.0 - _sigmoid(-clipped) * (1.0 - quiet)
             out.append(min(max(p, 1e-7), 1.0 - 1e-7))
         return out

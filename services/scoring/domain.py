@@ -693,14 +693,16 @@ def reasons_for(
 def reasons_from(
     facts: Facts, names: list[str], base: float, probabilities: list[float], top: int
 ) -> list[Reason]:
-    """The reasons, given the probability of the facts and of each counterfactual."""
-    found: list[Reason] = []
+    """The reasons, given the probability of the facts and of each counterfactual (only
+    the top ones are put in words)."""
+    found: list[tuple[float, str]] = []
     for name, probability in zip(names, probabilities, strict=True):
         delta = base - probability
         if delta > 1e-6:
-            found.append(Reason(name, FACT_BY_NAME[name].text(facts[name]), round(delta, 4)))
-    found.sort(key=lambda r: (-r.contribution, r.feature))
-    return found[:top]
+            found.append((-round(delta, 4), name))
+    found.sort()
+    return [Reason(name, FACT_BY_NAME[name].text(facts[name]), -negative)
+            for negative, name in found[:top]]
 
 
 # ------------------------------------------------------------------ time-driven re-scoring
