@@ -208,8 +208,10 @@ async def model_card(
             **counts,
             "sampling": f"at most one per customer per {settings.sample_period_days:g} days, "
                         "at time-driven points, weighted by the time each stands for",
-            "treated": "recorded; not learnt" if settings.treated_weight == 0
-                       else f"learnt with weight {settings.treated_weight}",
+            # `treated` is the count of treated labels (label_counts); this says what is done
+            # with them.
+            "treated_policy": "recorded; not learnt" if settings.treated_weight == 0
+                              else f"learnt with weight {settings.treated_weight}",
         },
     }
 

@@ -178,6 +178,11 @@ def _sample(
         resolved = datetime.fromtimestamp(nxt, tz=at.tzinfo)
     elif known is not None and known > end:
         label, outcome, resolved = True, "horizon", end
+    # A decision that arrived before this point was taken still marks its window (as the
+    # store's update marks the windows already open); later samples cannot hold these.
+    treated = any(at < d <= end and (resolved is None or resolved >= d)
+                  for d in state.treatments)
+    state.treatments = [d for d in state.treatments if d > at]
     uow.store.add_sample({
         "customer_id": state.customer_id,
         "partition": state.partition,
@@ -190,6 +195,7 @@ def _sample(
         "label": label,
         "outcome": outcome,
         "resolved_at": resolved,
+        "treated": treated,
     })
     state.last_sample_at = at
 
@@ -234,9 +240,19 @@ async def _emit(
 
 
 async def on_engagement_decided(event: EngagementDecided, *, uow: Uow, now: datetime) -> None:
-    """A playbook acted on the customer: their open windows record that they were treated."""
-    if event.payload.treated:
-        uow.store.treated(event.customer_id, event.occurred_at)
+    """A playbook acted on the customer: their open windows record that they were treated,
+    and so will the windows of points not taken yet that hold the decision (the partition's
+    clock may be behind it)."""
+    if not event.payload.treated:
+        return
+    at = event.occurred_at
+    uow.store.treated(event.customer_id, at)
+    state = await uow.store.state(event.customer_id)
+    if state is None or state.closed:
+        return  # never seen (no point before their first event), or no more points
+    if (state.last_sample_at is None or at > state.last_sample_at) and at not in state.treatments:
+        state.treatments.append(at)
+        uow.store.put(state)
 
 
 HANDLERS = {

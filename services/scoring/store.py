@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -43,6 +43,7 @@ scores = sa.Table(
     sa.Column("last_sample_at", sa.DateTime(timezone=True)),
     sa.Column("closed", sa.Boolean),
     sa.Column("memory", JSONB),
+    sa.Column("treated_at", ARRAY(sa.DateTime(timezone=True))),
 )
 score_history = sa.Table(
     "score_history",
@@ -136,14 +137,19 @@ STATEFUL = frozenset({"profile.updated", "transaction.posted", "app.click",
 
 
 def _stateful(event: EnvelopeBase) -> bool:
-    """Events whose handler reads the customer's state (bank postings do not)."""
+    """Events whose handler reads the customer's state (bank postings and decisions that
+    treat nobody do not)."""
     if event.event_type == "transaction.posted":
         return event.payload.initiated_by.value == "customer"  # type: ignore[attr-defined]
+    if event.event_type == "engagement.decided":
+        return bool(event.payload.treated)  # type: ignore[attr-defined]
     return event.event_type in STATEFUL
+
+
 STATE_COLUMNS = (
     "customer_id", "probability", "band", "model", "model_version", "cold_start", "reasons",
     "features", "snapshot", "first_seen_at", "as_of", "event_id", "partition", "next_due_at",
-    "last_sample_at", "closed", "memory",
+    "last_sample_at", "closed", "memory", "treated_at",
 )
 
 
@@ -282,6 +288,9 @@ class CustomerState:
     last_sample_at: datetime | None = None
     closed: bool = False
     score: dict[str, Any] | None = None
+    # Treatments (engagement.decided, treated) after the last sample: a window opened later
+    # (its point taken after the decision arrived, the clock being behind it) holds them too.
+    treatments: list[datetime] = field(default_factory=list)
     _snapshot: ProfileSnapshot | None = None
 
     @property
@@ -316,6 +325,7 @@ class CustomerState:
             last_sample_at=m["last_sample_at"],
             closed=m["closed"],
             score=score,
+            treatments=list(m["treated_at"] or ()),
         )
 
     def row(self) -> dict[str, Any]:
@@ -332,6 +342,7 @@ class CustomerState:
             "last_sample_at": self.last_sample_at,
             "closed": self.closed,
             "memory": self.memory.to_json(),
+            "treated_at": sorted(self.treatments),
         }
 
 
