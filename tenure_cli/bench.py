@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import logging
+import math
 import os
 import platform
 import random
@@ -1970,6 +1972,492 @@ async def run_population(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------ scoring throughput
+
+SCORING_TARGET_RATIO = 0.6
+SCORING_STEP_S = 20  # event time between two steps of the scoring mix
+SCORING_STEPS: tuple[tuple[str, float], ...] = (
+    ("purchase", 0.56),  # a customer's card payment or transfer, then its snapshot
+    ("bank", 0.14),  # a bank-initiated transaction (salary, fee): read, not activity
+    ("click", 0.15),  # an app event, then its snapshot
+    ("feedback", 0.05),  # an NPS answer, then its snapshot
+    ("other", 0.10),  # a profile change without activity (consent, account): a snapshot
+)
+SCORING_MIX_NOTES = (
+    "Each step picks a customer (weighted by their recent pace, so busy customers come back "
+    "more often) and publishes what scoring reads for one input event: the event itself on "
+    "its topic (customer transactions, app events, NPS answers; bank-initiated transactions, "
+    "which scoring reads and skips) followed one second later by the `profile.updated` "
+    "snapshot profile would emit for it; 10% of steps are a snapshot alone (a consent or "
+    "account change). Snapshots carry a seeded past (tenure, 30/90/365-day counts and "
+    "spend, app sessions, salary, NPS, complaints, closed accounts, balances, channel mix), "
+    "so every fact varies. Event times start at 2026-03-01T00:00:00Z and advance 20 s per "
+    "step, a few days in all: the scores are the snapshots' (time-driven re-scores start a "
+    "week after a customer's score, and any that happen are counted too)."
+)
+
+
+@dataclass
+class _Scored:
+    cid: str
+    tenure_days: float
+    last_activity: datetime | None
+    f30: float
+    f90: float
+    f365: float
+    spend: float  # mean transaction amount
+    sessions_30: float
+    sessions_prev_30: float
+    salary_days: float | None  # days since the last salary credit at t0 (None: no salary)
+    nps: int | None
+    complaints: int
+    closed: int
+    products: dict[str, int]
+    balance: Decimal
+    mobile: float
+    web: float
+    transactions: int
+    clicks: int = 0
+
+
+class ScoringMixBuilder:
+    """The scoring section's seeded stream: customers with a past, then activity events each
+    followed by the snapshot profile would emit for it."""
+
+    def __init__(self, seed: int, customers: int):
+        self.rng = random.Random(seed)
+        self.t0 = datetime(2026, 3, 1, tzinfo=UTC)
+        self.customers = [self._customer(i) for i in range(customers)]
+        self.weights = [c.f30 + 1.0 for c in self.customers]
+        self.seq = 0
+
+    def _customer(self, i: int) -> _Scored:
+        r = self.rng
+        tenure = r.uniform(20, 3000)
+        silent = r.uniform(60, 400) if r.random() < 0.2 else r.expovariate(1 / 12)
+        silent = min(silent, tenure)
+        f365 = float(int(r.expovariate(1 / 40)) + 1) if silent < 365 else 0.0
+        f90 = float(int(f365 * r.uniform(0.1, 0.4))) if silent < 90 else 0.0
+        f30 = float(int(f90 * r.uniform(0.2, 0.5))) if silent < 30 else 0.0
+        products = {"current": 1}
+        for product in ("savings", "card", "loan"):
+            if r.random() < 0.3:
+                products[product] = 1
+        closed = 1 if r.random() < 0.08 else 0
+        if closed and r.random() < 0.3:
+            products = {}
+        mobile = r.uniform(0, 0.8)
+        return _Scored(
+            cid=f"SC{i:07d}", tenure_days=tenure,
+            last_activity=self.t0 - timedelta(days=silent) if f365 or r.random() < 0.5 else None,
+            f30=f30, f90=f90, f365=f365, spend=r.uniform(8, 250),
+            sessions_30=float(int(r.expovariate(1 / 8))),
+            sessions_prev_30=float(int(r.expovariate(1 / 8))),
+            salary_days=r.uniform(0, 45) if r.random() < 0.6 else None,
+            nps=r.randrange(11) if r.random() < 0.4 else None,
+            complaints=1 if r.random() < 0.07 else 0, closed=closed, products=products,
+            balance=Decimal(round(r.uniform(-800, 25_000), 2)).quantize(Decimal("0.01")),
+            mobile=mobile, web=r.uniform(0, 1 - mobile),
+            transactions=int(f365 + (r.randrange(400) if tenure > 365 else 0)),
+        )
+
+    def _id(self) -> uuid.UUID:
+        return uuid.UUID(int=self.rng.getrandbits(128), version=4)
+
+    def snapshot(self, c: _Scored, at: datetime) -> ev.ProfileSnapshot:
+        days = (at - self.t0).total_seconds() / 86_400
+        features: dict[str, float] = {
+            "tenure_days": round(c.tenure_days + days, 2),
+            "frequency_30": c.f30, "frequency_90": c.f90, "frequency_365": c.f365,
+            "monetary_30": round(c.f30 * c.spend, 2), "monetary_90": round(c.f90 * c.spend, 2),
+            "monetary_365": round(c.f365 * c.spend, 2),
+            "sessions_30": c.sessions_30, "sessions_prev_30": c.sessions_prev_30,
+            "active_days_30": min(30.0, c.f30 + c.sessions_30 // 3),
+            "open_complaints": float(c.complaints), "accounts_closed": float(c.closed),
+            "channel_share_mobile": round(c.mobile, 3), "channel_share_web": round(c.web, 3),
+        }
+        if c.salary_days is not None:
+            features["days_since_salary"] = round(c.salary_days + days, 2)
+            features["salary_credits_90"] = 3.0 if c.salary_days + days < 35 else 2.0
+        if c.nps is not None:
+            features["last_nps"] = float(c.nps)
+        return ev.ProfileSnapshot(
+            as_of=at, registered=True, first_activity_at=self.t0 - timedelta(days=c.tenure_days),
+            last_activity_at=c.last_activity, transaction_count=c.transactions,
+            products=c.products, total_balance=c.balance, features=features,
+        )
+
+    def build(self, n: int) -> list[EnvelopeBase]:
+        r = self.rng
+        kinds = [k for k, _ in SCORING_STEPS]
+        shares = [s for _, s in SCORING_STEPS]
+        out: list[EnvelopeBase] = []
+        while len(out) < n:
+            c = r.choices(self.customers, weights=self.weights)[0]
+            at = self.t0 + timedelta(seconds=SCORING_STEP_S * self.seq)
+            self.seq += 1
+            kind = r.choices(kinds, weights=shares)[0]
+            if kind in ("purchase", "bank"):
+                amount = Decimal(round(r.uniform(5, 2 * c.spend), 2)).quantize(Decimal("0.01"))
+                customer = kind == "purchase"
+                c.balance += -amount if customer else amount
+                out.append(ev.TransactionPosted(
+                    event_id=self._id(), customer_id=c.cid, occurred_at=at, source="core-banking",
+                    payload=ev.TransactionDetails(
+                        account_id=f"{c.cid}-CUR", product_type="current", amount=amount,
+                        currency="EUR", direction="debit" if customer else "credit",
+                        category="card_purchase" if customer else "salary",
+                        channel=r.choice(["mobile", "web", "pos"]) if customer else "batch",
+                        initiated_by="customer" if customer else "bank", balance_after=c.balance,
+                    ),
+                ))
+                if customer:
+                    c.f30, c.f90, c.f365 = c.f30 + 1, c.f90 + 1, c.f365 + 1
+                    c.transactions += 1
+                    c.last_activity = at
+                elif c.salary_days is not None:
+                    c.salary_days = -(at - self.t0).total_seconds() / 86_400
+            elif kind == "click":
+                c.clicks += 1
+                out.append(ev.AppClicked(
+                    event_id=self._id(), customer_id=c.cid, occurred_at=at, source="mobile-app",
+                    payload=ev.AppClick(session_id=f"{c.cid}-s{c.clicks // 5}", action="login",
+                                        channel="mobile"),
+                ))
+                c.sessions_30 += 1
+                c.last_activity = at
+            elif kind == "feedback":
+                c.nps = r.randrange(11)
+                out.append(ev.FeedbackSubmitted(
+                    event_id=self._id(), customer_id=c.cid, occurred_at=at,
+                    source="complaint-desk", payload=ev.FeedbackDetails(kind="nps", score=c.nps),
+                ))
+                c.last_activity = at
+            snapshot_at = at + timedelta(seconds=1)
+            out.append(ev.ProfileUpdated(
+                event_id=self._id(), customer_id=c.cid, occurred_at=snapshot_at,
+                source="tenure-profile", payload=self.snapshot(c, snapshot_at),
+            ))
+        return out[:n]
+
+    def warm_up(self) -> list[EnvelopeBase]:
+        """One snapshot per customer an hour before the stream: every customer is known to
+        scoring (state, activity log, a score) before the timed run, as in steady state."""
+        at = self.t0 - timedelta(hours=1)
+        return [ev.ProfileUpdated(event_id=self._id(), customer_id=c.cid, occurred_at=at,
+                                  source="tenure-profile", payload=self.snapshot(c, at))
+                for c in self.customers]
+
+    def training(self, samples: int) -> list[tuple[dict[str, float], bool]]:
+        """Labelled facts for the bench's champion, from the customers' pasts seen up to four
+        months later (silence against their own pace makes churn likelier)."""
+        from services.scoring.domain import facts_at
+
+        r = random.Random(self.rng.random())
+        out = []
+        for _ in range(samples):
+            c = r.choice(self.customers)
+            facts = facts_at(self.snapshot(c, self.t0), self.t0 + timedelta(days=r.uniform(0, 120)))
+            pace = (facts["purchases_365"] + 1.0) / 365.0
+            churned = r.random() < 1.0 - math.exp(-0.2 - facts["recency_days"] * pace / 3)
+            out.append((facts, churned))
+        return out
+
+
+class ScoreRecorder:
+    """Notes the facts of every score the service makes (the handlers' own `assess_facts`,
+    called through) and the CPU time spent in it: the bare loop then runs on exactly those
+    facts. Two list appends and two clock reads per score."""
+
+    def __init__(self) -> None:
+        self.facts: list[dict[str, float]] = []
+        self.at: list[float] = []
+        self.cpu_s = 0.0  # CPU time spent inside assess_facts, in the service
+        self._original: Any = None
+
+    def __enter__(self) -> ScoreRecorder:
+        from services.scoring import handlers
+
+        self._original = original = handlers.assess_facts
+        facts, at = self.facts, self.at
+        clock = time.thread_time
+
+        def recording(model: Any, f: dict[str, float], cuts: Any, top: int) -> Any:
+            facts.append(f)
+            began = clock()
+            try:
+                return original(model, f, cuts, top)
+            finally:
+                self.cpu_s += clock() - began
+                at.append(time.perf_counter())
+
+        handlers.assess_facts = recording  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from services.scoring import handlers
+
+        handlers.assess_facts = self._original
+
+    def until(self, wall: float) -> int:
+        return sum(1 for t in self.at if t <= wall)
+
+
+def _bench_champion(builder: ScoringMixBuilder, settings: Any, samples: int = 4_000) -> Any:
+    from services.scoring.model import ChurnModel
+
+    model = ChurnModel(settings.horizon_days, settings.min_labels_for_model, settings.champion)
+    for facts, churned in builder.training(samples):
+        model.learn(facts, churned)
+    return model
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def _timed(work: Callable[[], None], runs: int) -> tuple[float, float]:
+    """(wall, cpu) seconds of `work`, the median of `runs`."""
+    walls, cpus = [], []
+    for _ in range(runs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        work()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return _median(walls), _median(cpus)
+
+
+def bare_river(champion: Any, facts: list[dict[str, float]], runs: int) -> dict[str, Any]:
+    """The issue's yardstick: for the service's own feature dicts (as model inputs, computed
+    before timing), `predict_proba_one` then `learn_one` of a copy of the same champion, in a
+    plain loop; the median of `runs`, each on a fresh copy."""
+    from services.scoring.model import inputs_of
+
+    h = champion.horizon_days
+    xs = [inputs_of(f, h) for f in facts]
+    labels = [f["recency_days"] > h / 2 for f in facts]
+    walls, cpus = [], []
+    for _ in range(runs):
+        estimator = copy.deepcopy(champion.estimator)
+        predict, learn = estimator.predict_proba_one, estimator.learn_one
+        wall, cpu = time.perf_counter(), time.process_time()
+        for x, y in zip(xs, labels, strict=True):
+            predict(x)
+            learn(x, y)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    wall_s, cpu_s = _median(walls), _median(cpus)
+    return {
+        "scores": len(xs), "runs": runs, "wall_s": round(wall_s, 4), "cpu_s": round(cpu_s, 4),
+        "per_s": round(len(xs) / wall_s, 1), "per_cpu_s": round(len(xs) / cpu_s, 1),
+        "runs_per_s": [round(len(xs) / w, 1) for w in walls],
+    }
+
+
+def score_breakdown(champion: Any, facts: list[dict[str, float]], runs: int,
+                    cuts: tuple[float, float, float], top: int) -> dict[str, float]:
+    """CPU microseconds per score of each step of the per-score path, on the same facts
+    with a copy of the same champion (median of `runs`)."""
+    from services.scoring.domain import counterfactual_facts, reasons_for, reasons_from
+    from services.scoring.model import assess_facts, inputs_of
+
+    model = copy.deepcopy(champion)
+    h = model.horizon_days
+    xs = [inputs_of(f, h) for f in facts]
+    estimator = copy.deepcopy(model.estimator)
+    n = len(facts)
+
+    def each(fn: Callable[[Any], Any], items: list[Any]) -> Callable[[], None]:
+        def work() -> None:
+            for item in items:
+                fn(item)
+        return work
+
+    def reasons(f: dict[str, float]) -> None:
+        names = counterfactual_facts(f)
+        base, moved = model.counterfactuals(f, names)
+        reasons_from(f, names, base, moved, top)
+
+    steps: dict[str, Callable[[], None]] = {
+        "inputs_of": each(lambda f: inputs_of(f, h), facts),
+        "predict_proba_one": each(estimator.predict_proba_one, xs),
+        "learn_one": each(lambda x: estimator.learn_one(x, True), xs),
+        "predict": each(model.predict, facts),
+        "reasons": each(reasons, facts),
+        "reasons_one_prediction_each": each(lambda f: reasons_for(model.predict, f, top), facts),
+        "assess_facts": each(lambda f: assess_facts(model, f, cuts, top), facts),
+    }
+    out: dict[str, float] = {}
+    for name, work in steps.items():
+        _, cpu = _timed(work, runs)
+        out[name] = round(cpu / n * 1e6, 1)
+    return out
+
+
+@dataclass
+class _ScoringPhase:
+    meter: Meter
+    drained: Mark
+    runtime: Any
+    recorder: ScoreRecorder
+
+
+async def _scoring_phase(
+    settings: Any, champion: Any, n: int, server: ServerCpu, check: AsyncEngine,
+    timeout: float, what: str,
+) -> _ScoringPhase:
+    """A scoring runtime (as `bootstrap()` builds it, serving a copy of `champion`) until
+    its group has committed `n` more events and its outbox is empty; then stopped."""
+    from services.scoring.bootstrap import bootstrap as scoring_bootstrap
+
+    runtime = scoring_bootstrap(settings)
+    runtime.scoring.holder.install(copy.deepcopy(champion), 1, {"bench": "seeded champion"})
+    meter = Meter(n, server)
+    meter.attach(runtime.consumers[0])
+    with ScoreRecorder() as recorder:
+        meter.start()
+        await runtime.start()
+        try:
+            await _wait(meter, runtime._tasks[0], timeout, what)
+            deadline = time.monotonic() + timeout
+            while True:
+                async with check.connect() as conn:
+                    backlog = await conn.scalar(sa.text("SELECT count(*) FROM outbox"))
+                if backlog == 0:
+                    mark = Mark.now()
+                    drained = Mark(mark.wall, mark.cpu, server.snapshot())
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{what}: outbox still holds {backlog} rows")
+                await asyncio.sleep(0.02)
+        finally:
+            await runtime.stop()
+    return _ScoringPhase(meter, drained, runtime, recorder)
+
+
+async def run_scoring(args: argparse.Namespace) -> dict[str, Any]:
+    """Scoring's real runtime (consumer, sweep, outbox relay; the learner role off) on a
+    namespace of its own: a warm-up gives every customer a score and a state, then a timed
+    stream of activity and snapshots on real Kafka into PostgreSQL until the relay has
+    published every `churn.scored`; then the bare river loop and the per-score breakdown on
+    the facts of those very scores."""
+    ns = _new_namespace("scoring", args.partitions)
+    settings = ns.settings("scoring", run_learner=False)
+    say(f"scoring throughput: namespace {ns.prefix} ({ns.partitions} partitions)")
+    builder = ScoringMixBuilder(args.seed, args.scoring_customers)
+    champion = _bench_champion(builder, settings)
+    warm = builder.warm_up()
+    events = builder.build(args.scoring_events)
+    kinds: dict[str, int] = {}
+    for e in events:
+        kinds[e.event_type] = kinds.get(e.event_type, 0) + 1
+
+    def encoded(batch: list[EnvelopeBase]) -> list[tuple[str, bytes, bytes]]:
+        return [(settings.topic(_scoring_topic(e)), e.customer_id.encode(), encode_event(e))
+                for e in batch]
+
+    check = create_async_engine(
+        ns.database_url, pool_size=1,
+        connect_args={"server_settings": {"search_path": settings.db_schema}},
+    )
+    try:
+        await _prepare_namespace(ns, ["scoring"], args.timeout)
+        server = ServerCpu()
+        await server.discover(check, ns.bootstrap)
+        await _publish(ns, encoded(warm))
+        say(f"  warm-up: a snapshot for each of {len(warm):,} customers")
+        await _scoring_phase(settings, champion, len(warm), server, check, args.timeout,
+                             "scoring warm-up")
+        messages = encoded(events)
+        del events
+        publish = await _publish(ns, messages)
+        n = len(messages)
+        del messages
+        say(f"  published {n:,} events ({publish['events_per_s']:,.0f}/s)")
+        phase = await _scoring_phase(settings, champion, n, server, check, args.timeout,
+                                     "scoring")
+        meter, drained, runtime, recorder = (phase.meter, phase.drained, phase.runtime,
+                                             phase.recorder)
+        served = runtime.scoring.holder.current
+        assert meter.first is not None and meter.last is not None
+        scores_total = len(recorder.facts)
+        window = meter.window()
+        to_relay = _window(n, meter.started or meter.first, meter.first, drained, 0)
+        scores_consumed = recorder.until(meter.last.wall)
+        metrics = runtime.metrics
+        dead = int(sum(s.value for s in _samples(metrics.dead_lettered)))
+        published = runtime.relay.published if runtime.relay is not None else None
+        facts = list(recorder.facts)
+        if not scores_total or dead:
+            raise RuntimeError(f"scoring: {scores_total} scores, {dead} events dead-lettered")
+        say(f"  {scores_total:,} scores; {scores_total / to_relay.wall_s:,.0f} scores/s "
+            "to churn.scored published")
+        say("  bare river loop (predict_proba_one + learn_one) on the same facts")
+        bare = bare_river(served, facts, runs=3)
+        breakdown = score_breakdown(served, facts, 3, settings.band_cuts, settings.top_reasons)
+        service = {
+            "events": n, "scores": scores_total,
+            "scores_per_s": round(scores_total / to_relay.wall_s, 1),
+            "wall_s": round(to_relay.wall_s, 3), "cpu_s": round(to_relay.cpu_s, 3),
+            "server_cpu_s": {k: round(v, 3) for k, v in to_relay.server_cpu_s.items()},
+            "events_per_s": round(n / to_relay.wall_s, 1),
+            "startup_wall_s": round(window.startup_wall_s, 3),
+            "consumer": {**window.as_dict(), "scores": scores_consumed,
+                         "scores_per_s": round(scores_consumed / window.wall_s, 1)},
+            "relay_lag_after_ingest_s": round(drained.wall - meter.last.wall, 3),
+            "churn_scored_published": published,
+            "dead_lettered": dead,
+            "per_score_us": {
+                "wall": round(to_relay.wall_s / scores_total * 1e6, 1),
+                "process_cpu": round(to_relay.cpu_s / scores_total * 1e6, 1),
+                "assess_facts_cpu_in_service": round(recorder.cpu_s / scores_total * 1e6, 1),
+                **{f"{k}_cpu": round(v / scores_total * 1e6, 1)
+                   for k, v in to_relay.server_cpu_s.items()},
+            },
+        }
+        service["warm_up_customers"] = len(warm)
+        ratio = service["scores_per_s"] / bare["per_s"]
+        say(f"  bare loop {bare['per_s']:,.0f}/s; ratio {ratio:.3f} "
+            f"(target {SCORING_TARGET_RATIO})")
+        return {
+            **_stamp(),
+            "config": {"events": n, "customers": args.scoring_customers, "seed": args.seed,
+                       "partitions": ns.partitions, "namespace": ns.prefix,
+                       "batch_max_records": settings.batch_max_records,
+                       "champion": served.kind, "champion_labels": served.labels_learnt,
+                       "top_reasons": settings.top_reasons, "learner": False},
+            "mix": kinds,
+            "mix_notes": SCORING_MIX_NOTES,
+            "event_loop": _loop_name(),
+            "service": service,
+            "bare_river": bare,
+            "breakdown_cpu_us": breakdown,
+            "ratio_service_to_bare": round(ratio, 3),
+            "target_ratio": SCORING_TARGET_RATIO,
+            "meets_target": ratio >= SCORING_TARGET_RATIO,
+        }
+    finally:
+        await check.dispose()
+        if args.keep:
+            say(f"kept namespace {ns.prefix}")
+        else:
+            try:
+                await _drop_namespace(ns, ["scoring"], [settings.consumer_group])
+            except Exception as exc:  # noqa: BLE001
+                say(f"could not drop namespace {ns.prefix}: {type(exc).__name__}: {exc}")
+
+
+def _scoring_topic(e: EnvelopeBase) -> str:
+    if e.event_type == "profile.updated":
+        return OUTPUT_TOPICS["profile_updates"]
+    if e.event_type == "app.click":
+        return INPUT_TOPICS["app_events"]
+    if e.event_type == "feedback.submitted":
+        return INPUT_TOPICS["feedback"]
+    return INPUT_TOPICS["transactions"]
+
+
 # ------------------------------------------------------------------ reports
 
 
@@ -2010,7 +2498,7 @@ def _loop_name() -> str:
 DOC_INTRO = f"""# Benchmarks
 
 `./dev bench` (or `tenure bench` with `TENURE_KAFKA_BOOTSTRAP` and `TENURE_DATABASE_URL` set)
-runs three measurements in one run, on the real Kafka broker and PostgreSQL of the `dev`
+runs four measurements in one run, on the real Kafka broker and PostgreSQL of the `dev`
 profile:
 
 - [**Profile ingest**](#profile-ingest): how fast the profile service ingests events
@@ -2018,7 +2506,9 @@ profile:
 - [**End-to-end latency**](#end-to-end-latency): the four services as separate processes,
   fed at fixed rates, from an input event's publish to `churn.scored` and `stage.changed`;
 - [**Population size**](#profile-ingest-with-a-large-existing-population): profile ingest
-  with 10,000 versus 1,000,000 existing customers, and the customer view's GET latency.
+  with 10,000 versus 1,000,000 existing customers, and the customer view's GET latency;
+- [**Scoring throughput**](#scoring-throughput): the scoring service's scores per second
+  against a bare river predict + learn loop over the same features.
 
 It never touches the demo's data: each section creates its own namespace (topics
 `bench<hex>.*`, schemas `bench<hex>_<service>`) and drops it at the end, also when it
@@ -2061,7 +2551,9 @@ Options (`./dev bench` passes them on):
 | `--drain-timeout` | 120 | end-to-end latency: seconds to wait for a backlog to clear |
 | `--population` | `10000,1000000` | population section: existing customers per run |
 | `--get-requests` | 3,000 | GET requests on the largest population (0 skips them) |
-| `--skip-latency`, `--skip-population` | | leave a section out (its last figures stay, dated) |
+| `--scoring-events`, `--scoring-customers` | 20,000, 2,000 | scoring throughput: events published, customers |
+| `--skip-latency`, `--skip-population`, `--skip-scoring` | | leave a section out (its last figures stay, dated) |
+| `--only ingest\\|latency\\|population\\|scoring` | | run one section alone (the others' last figures stay, dated) |
 | `--keep` | | keep the namespaces (and service logs) for inspection |
 """
 
@@ -2422,6 +2914,122 @@ def render_population(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SCORING_DOC_START = "<!-- bench-scoring:start -->"
+SCORING_DOC_END = "<!-- bench-scoring:end -->"
+
+SCORING_INTRO = f"""## Scoring throughput
+
+Issue 7's acceptance for the scoring service: its throughput against a bare river loop over
+the same features in the same run (target **>= {SCORING_TARGET_RATIO}x**, reported, not
+asserted). `./dev bench --only scoring` runs this section alone.
+
+- **Scoring service** (a): the real scoring runtime as `bootstrap()` builds it (consumer
+  with its sweep, outbox relay, model holder), in the benchmark process, on a namespace of
+  its own, with the learner role off (it learns labels in the background, not per score).
+  A warm-up first gives every customer a snapshot, a state and a score (steady state: the
+  customers are known). Then a seeded stream of customer activity (transactions, app
+  events, NPS answers, bank transactions it reads and skips), each followed by the
+  `profile.updated` snapshot profile would emit, is published to real Kafka, and a fresh
+  runtime consumes it from the group's offsets: it keeps each customer's state and activity
+  log in PostgreSQL, scores every snapshot (facts, probability, band, three counterfactual
+  reasons), writes score, history and `churn.scored` to the outbox in the batch's
+  transaction, and the relay publishes them. Scores/s runs from the first fetched batch
+  until the outbox is empty (every `churn.scored` published); the consumer's own window
+  (until the last input batch is committed) is shown too. The champion is a `btyd-logit`
+  trained on seeded labelled facts before the run and installed as the served model (not
+  cold: it scores, not the prior). The facts of every score, and the CPU time spent in
+  `assess_facts`, are noted as the handlers call it (two list appends and two clock reads
+  per score).
+- **Bare river loop** (b): for exactly those facts, turned into model inputs before timing,
+  `predict_proba_one` then `learn_one` of a copy of the same champion, in a plain Python loop
+  (median of three runs, each on a fresh copy). It has no Kafka, no database, no facts, no
+  reasons.
+- **Ratio** = (a) / (b), both in wall-clock scores per second on the same host in the same
+  run. The per-score breakdown times each step of the scoring path in CPU microseconds on
+  the same facts and champion (median of three), so the gap can be read: what the service
+  spends outside `assess_facts` is Kafka fetch and parse, the handler and its state, the
+  activity log, PostgreSQL statements, the outbox and the relay.
+"""
+
+
+def render_scoring(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"Last run: {r['timestamp']}: **failed**: {r['error']}"
+    c, sv, b, d = r["config"], r["service"], r["bare_river"], r["breakdown_cpu_us"]
+    cons = sv["consumer"]
+    commit = r["git"].get("commit") or "unknown"
+    if r["git"].get("dirty"):
+        commit += " (uncommitted changes)"
+
+    def server(v: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {x:.2f}" for k, x in sorted(v.items())) or "n/a"
+
+    per = sv["per_score_us"]
+    lines = [
+        f"Last run: {r['timestamp']}, commit {commit}, {r.get('host_cpus', '?')} CPUs, "
+        f"{r['event_loop']} loop, {c['events']:,} events over {c['customers']:,} customers, "
+        f"{c['partitions']} partitions, batches of up to {c['batch_max_records']} records, "
+        f"champion `{c['champion']}` ({c['champion_labels']:,} seeded labels), "
+        f"{c['top_reasons']} reasons per score, seed {c['seed']}, on a host"
+        f"{_background(r)}.",
+        "",
+        "| | scores/s | wall s | CPU s (process) | CPU µs per score | server CPU s |",
+        "|---|---:|---:|---:|---:|---|",
+        f"| (a) Scoring service: Kafka in, PostgreSQL, `churn.scored` published "
+        f"| {sv['scores_per_s']:,.0f} | {sv['wall_s']:.2f} | {sv['cpu_s']:.2f} "
+        f"| {per['process_cpu']:,.0f} | {server(sv['server_cpu_s'])} |",
+        f"| &nbsp;&nbsp;consumer only, until the last input batch committed "
+        f"| {cons['scores_per_s']:,.0f} | {cons['wall_s']:.2f} | {cons['cpu_s']:.2f} "
+        f"| {cons['cpu_s'] / max(cons['scores'], 1) * 1e6:,.0f} "
+        f"| {server(cons['server_cpu_s'])} |",
+        f"| (b) Bare river loop: `predict_proba_one` + `learn_one` (median of {b['runs']}) "
+        f"| {b['per_s']:,.0f} | {b['wall_s']:.2f} | {b['cpu_s']:.2f} "
+        f"| {b['cpu_s'] / b['scores'] * 1e6:,.1f} | |",
+    ]
+    verdict = "meets" if r["meets_target"] else "is below"
+    cpu_ratio = (1e6 / per["process_cpu"]) / b["per_cpu_s"] if per["process_cpu"] else 0.0
+    inside = per.get("assess_facts_cpu_in_service", d["assess_facts"])
+    outside = per["process_cpu"] - inside
+    lines += [
+        "",
+        f"**Scoring service / bare river loop: {r['ratio_service_to_bare']:.3f}x** "
+        f"({verdict} the {r['target_ratio']}x target). In CPU of this process alone "
+        f"(PostgreSQL's and Kafka's not counted): {cpu_ratio:.3f}x. "
+        f"{sv['scores']:,} scores from {sv['events']:,} events, "
+        f"{sv['churn_scored_published']:,} `churn.scored` published, "
+        f"{sv['dead_lettered']} dead-lettered; the relay finished "
+        f"{sv['relay_lag_after_ingest_s']:.2f}s after the last input batch was committed; "
+        f"start-up (group join) {sv['startup_wall_s']:.2f}s, not counted.",
+        "",
+        "Per score, CPU µs (same facts, same champion, median of three):",
+        "",
+        "| step | µs |",
+        "|---|---:|",
+        f"| facts → model inputs (`inputs_of`) | {d['inputs_of']:.1f} |",
+        f"| `predict_proba_one` | {d['predict_proba_one']:.1f} |",
+        f"| `learn_one` | {d['learn_one']:.1f} |",
+        f"| probability (`ChurnModel.predict`: inputs, then `predict_proba_one`) "
+        f"| {d['predict']:.1f} |",
+        f"| reasons: counterfactuals the cheap way (`ChurnModel.counterfactuals`) "
+        f"| {d['reasons']:.1f} |",
+        f"| reasons one full prediction per counterfactual (the way before) "
+        f"| {d['reasons_one_prediction_each']:.1f} |",
+        f"| `assess_facts`: probability, band and reasons, as the handlers call it "
+        f"| {d['assess_facts']:.1f} |",
+        f"| the service, per score (process CPU over the window) | {per['process_cpu']:,.1f} |",
+        f"| &nbsp;&nbsp;of which in `assess_facts` (timed in the service) | {inside:,.1f} |",
+        f"| &nbsp;&nbsp;of which outside `assess_facts` (Kafka, parse, handler, state, "
+        f"PostgreSQL, outbox, relay) | {outside:,.1f} |",
+    ]
+    for k in ("postgres", "kafka"):
+        if f"{k}_cpu" in per:
+            lines.append(f"| {k} server CPU per score (not in the process's) "
+                         f"| {per[f'{k}_cpu']:,.1f} |")
+    lines += ["", "Events: " + ", ".join(f"`{k}` {v:,}" for k, v in sorted(r["mix"].items()))
+              + ". " + r["mix_notes"]]
+    return "\n".join(lines)
+
+
 def write_block(path: Path, start: str, end: str, intro: str, table: str) -> None:
     """Replace what lies between the markers; append `intro` and the block if missing."""
     block = f"{start}\n{table}\n{end}"
@@ -2507,17 +3115,30 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
             await watcher
 
 
+SECTIONS = ("latency", "population", "scoring")  # each under its own key of the results
+
+
+def selected(args: argparse.Namespace, name: str) -> bool:
+    """Whether a section runs: `--only NAME` runs that one alone, else every section but
+    the `--skip-NAME` ones (the profile ingest always, unless `--only` names another)."""
+    only = getattr(args, "only", None)
+    if only:
+        return bool(name == only)
+    return not getattr(args, f"skip_{name}", False)
+
+
 async def _run_sections(
     args: argparse.Namespace, watch: InterferenceWatch, background: float | None
 ) -> dict[str, Any]:
-    result = await run(args)
-    result["host_busy_before_run"] = background
-    result["seen_running"] = watch.of("ingest")
-    sections: list[tuple[str, Callable[[argparse.Namespace], Any]]] = []
-    if not args.skip_latency:
-        sections.append(("latency", run_latency))
-    if not args.skip_population:
-        sections.append(("population", run_population))
+    result: dict[str, Any] = {}
+    if selected(args, "ingest"):
+        result = await run(args)
+        result["host_busy_before_run"] = background
+        result["seen_running"] = watch.of("ingest")
+    runners: dict[str, Callable[[argparse.Namespace], Any]] = {
+        "latency": run_latency, "population": run_population, "scoring": run_scoring,
+    }
+    sections = [(name, runners[name]) for name in SECTIONS if selected(args, name)]
     for name, section in sections:
         watch.section = name
         try:
@@ -2564,6 +3185,10 @@ def main(args: argparse.Namespace) -> int:
         ("population", "10000,1000000"),
         ("skip_latency", False),
         ("skip_population", False),
+        ("skip_scoring", False),
+        ("only", None),
+        ("scoring_events", 20_000),
+        ("scoring_customers", 2_000),
         ("latency_customers", 2_000),
         ("new_customer_share", 0.04),
         ("drain_timeout", 120.0),
@@ -2571,8 +3196,13 @@ def main(args: argparse.Namespace) -> int:
     ):
         if not hasattr(args, name):
             setattr(args, name, default)
-    if args.events < 1 or args.customers < 1 or args.baseline_runs < 1:
-        say("--events, --customers and --baseline-runs must be positive")
+    if (args.events < 1 or args.customers < 1 or args.baseline_runs < 1
+            or args.scoring_events < 1 or args.scoring_customers < 1):
+        say("--events, --customers, --baseline-runs, --scoring-events and --scoring-customers "
+            "must be positive")
+        return 2
+    if args.only not in (None, "ingest", *SECTIONS):
+        say(f"--only takes one of: ingest, {', '.join(SECTIONS)}")
         return 2
     try:
         args.rates = _int_list(args.rates)
@@ -2614,14 +3244,20 @@ def main(args: argparse.Namespace) -> int:
     if out.exists():
         with contextlib.suppress(Exception):
             previous = json.loads(out.read_text())
-    for name in ("latency", "population"):
+    ingest_ran = "profile_ingest" in result
+    if not ingest_ran:
+        # The ingest figures (the top level) stay from the run that made them, dated.
+        kept = {k: v for k, v in previous.items() if k not in SECTIONS}
+        result = {**kept, **({"ingest_carried_over": True} if kept else {}), **result}
+    for name in SECTIONS:
         if name not in result and name in previous:
             result[name] = {**previous[name], "carried_over": True}
     out.write_text(json.dumps(result, indent=2) + "\n")
     doc = Path(args.doc)
-    table = render_table(result)
-    write_doc(doc, table)
-    sys.stdout.write(table + "\n")
+    if ingest_ran:
+        table = render_table(result)
+        write_doc(doc, table)
+        sys.stdout.write(table + "\n")
     if "latency" in result and not result["latency"].get("carried_over"):
         text = render_latency(result["latency"])
         write_block(doc, LATENCY_DOC_START, LATENCY_DOC_END, LATENCY_INTRO, text)
@@ -2630,6 +3266,10 @@ def main(args: argparse.Namespace) -> int:
         text = render_population(result["population"])
         write_block(doc, POPULATION_DOC_START, POPULATION_DOC_END, POPULATION_INTRO, text)
         sys.stdout.write("\n" + text + "\n")
+    if "scoring" in result and not result["scoring"].get("carried_over"):
+        text = render_scoring(result["scoring"])
+        write_block(doc, SCORING_DOC_START, SCORING_DOC_END, SCORING_INTRO, text)
+        sys.stdout.write("\n" + text + "\n")
     say(f"wrote {out} and {args.doc}")
-    failed = [n for n in ("latency", "population") if "error" in result.get(n, {})]
+    failed = [n for n in SECTIONS if "error" in result.get(n, {})]
     return 1 if failed else 0

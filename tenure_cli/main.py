@@ -309,6 +309,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        help="skip the end-to-end latency section")
     bench.add_argument("--skip-population", action="store_true",
                        help="skip the population-size section")
+    bench.add_argument("--skip-scoring", action="store_true",
+                       help="skip the scoring throughput section")
+    bench.add_argument("--only", choices=["ingest", "latency", "population", "scoring"],
+                       default=None,
+                       help="run this section alone (the others' last figures stay, dated)")
+    bench.add_argument("--scoring-events", type=int, default=20_000,
+                       help="scoring throughput: events to publish (activity and snapshots)")
+    bench.add_argument("--scoring-customers", type=int, default=2_000,
+                       help="scoring throughput: customers")
     bench.set_defaults(func=_delegate("bench"))
     return parser
 
