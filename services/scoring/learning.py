@@ -174,6 +174,9 @@ class LearnerState:
     labels_learnt: int = 0
     treated_skipped: int = 0
     drift_events: list[dict[str, Any]] = field(default_factory=list)
+    # Every detection since the start (river's ADWIN resets its own count after each one, and
+    # `drift_events` keeps the last 50)
+    drift_detections: int = 0
     proposal: dict[str, Any] | None = None
     # After a drift, champion and challenger are compared every few labels until this count
     # of labels learnt: the challenger may need some labels of the new concept to show.
@@ -321,6 +324,7 @@ def _on_drift(state: LearnerState, label: Label, policy: Policy, out: Outcome) -
         "figures": figures(state, policy.compare_window),
     }
     state.drift_events = [*state.drift_events[-49:], event]
+    state.drift_detections = _detections(state) + 1
     out.events.append(event)
     state.watch_until = state.labels_learnt + policy.compare_window
     if state.proposal is None:
@@ -341,6 +345,11 @@ def _consider(state: LearnerState, label: Label, policy: Policy, out: Outcome) -
     state.proposal = proposal
     if policy.promotion == "automatic":
         out.events.append(promote(state, "automatic: challenger better after drift", policy))
+
+
+def _detections(state: LearnerState) -> int:
+    # A state checkpointed before the count was kept: its recorded events are the best answer.
+    return int(getattr(state, "drift_detections", len(state.drift_events)))
 
 
 def card(state: LearnerState, policy: Policy) -> dict[str, Any]:
@@ -365,7 +374,7 @@ def card(state: LearnerState, policy: Policy) -> dict[str, Any]:
         "treated_skipped": state.treated_skipped,
         "drift_detector": {"kind": "ADWIN", "delta": policy.adwin_delta,
                            "width": int(state.detector.width),
-                           "detections": int(state.detector.n_detections)},
+                           "detections": _detections(state)},
         "drift_events": state.drift_events[-10:],
         "proposal": state.proposal,
     }

@@ -1,10 +1,8 @@
 """The model card counts ADWIN's drift detections (`drift_detector.detections`, and the
 `tenure_scoring_model_drift_detections` gauge made from it) as the drift events it records.
 
-Fails at the time of writing: `learning.card` reports `int(state.detector.n_detections)`, and
-river's ADWIN (0.26) resets its helper, detection count included, on the first update after a
-detection, so the card says 0 (at most 1) however many drifts were recorded. The fix belongs in
-services/scoring/learning.py (count detections in LearnerState, e.g. in `_on_drift`)."""
+River's ADWIN (0.26) resets its own detection count on the first update after a detection, so
+the card counts detections in the learner state (this test failed while it read ADWIN's)."""
 
 from __future__ import annotations
 
