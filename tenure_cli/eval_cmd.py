@@ -135,6 +135,8 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
         report_path = workdir / run["name"] / "churn-report.csv"
         await churn_report(as_of, report_path, timeout=3600, settings=settings,
                            urls={s.service: s.url for s in services}, quiet=True)
+        scoring_url = next(s.url for s in services if s.service == "scoring")
+        model_card = await fetch_model_summary(settings, scoring_url)
         lifecycle_url = next(s.url for s in services if s.service == "lifecycle")
         stage_histories = await fetch_stage_histories(settings, lifecycle_url)
         processing_s = time.monotonic() - started
@@ -192,12 +194,50 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
                           "params": btyd.params},
         "stages": {"distribution": dict(_count(stages)), **stage_figures},
         "score_bands": dict(bands),
+        "scoring_model": model_card,
         "calibration": [b.__dict__ for b in ev.calibration_table(y, model, bins=5)],
         "fairness": {
             "segment": ev.by_group(segments, y, model),
             "age_band": ev.by_group(ages, y, model),
         },
     })
+
+
+async def fetch_model_summary(settings: PlatformSettings, scoring_url: str) -> dict[str, Any]:
+    """What the scores of the report came from: scoring's model card, in brief."""
+    import httpx
+
+    from shared.auth import mint_token
+
+    token = mint_token(settings.jwt_secret, subject="eval", kind="service",
+                       scopes=["scoring:read"], audience=settings.jwt_audience)
+    async with httpx.AsyncClient(base_url=scoring_url, timeout=120,
+                                 headers={"Authorization": f"Bearer {token}"}) as client:
+        card = (await client.get("/v1/model")).raise_for_status().json()
+    champion = card.get("champion") or {}
+    metrics = card.get("metrics") or {}
+    return {
+        "version": card.get("version"),
+        "active": card.get("active"),
+        "labels_learnt": (card.get("cold_start") or {}).get("labels_learnt"),
+        "labels": {k: v for k, v in (card.get("labels") or {}).items()
+                   if isinstance(v, int | float)},
+        "champion_parameters": champion.get("parameters"),
+        "prequential_auc": {k: (metrics.get(k) or {}).get("auc")
+                            for k in ("champion", "challenger", "prior")},
+        "drift_detections": ((card.get("drift") or {}).get("detector") or {}).get("detections"),
+        "switches": [{k: e.get(k) for k in ("kind", "from", "to", "reason")}
+                     for e in (card.get("promotion") or {}).get("history", [])],
+    }
+
+
+def _model_line(m: dict[str, Any] | None) -> str:
+    if not m:
+        return "Scoring model: not recorded."
+    switches = ", ".join(f"{e['kind']} {e['from']} -> {e['to']}" for e in m["switches"]) or "none"
+    return (f"Scoring model at the report: {m['active']} version {m['version']}, "
+            f"{m['labels_learnt']} labels learnt; prequential AUC {m['prequential_auc']}; "
+            f"drift detections {m['drift_detections']}; switches: {switches}.")
 
 
 # ------------------------------------------------------------------ stage accuracy
@@ -511,6 +551,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"False alarms by the rule that raised them: {s.get('false_alarms_by_rule', {})}.",
             "",
             f"Score bands: {run['score_bands']}.",
+            "",
+            _model_line(run.get("scoring_model")),
             "",
             "Fairness (model AUC and score distribution by group):",
             "",

@@ -84,12 +84,18 @@ async def consumer_lag(settings: PlatformSettings) -> dict[str, int]:
 
 
 async def outbox_backlogs(client: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, int]:
+    """Per service, the work it has accepted and not finished: its outbox plus any other
+    `*_backlog` its /readyz reports (scoring: closed windows not yet learnt); -1 if it did
+    not answer."""
     backlogs: dict[str, int] = {}
     for name in SERVICE_NAMES:
         try:
             r = await client.get(f"{urls[name]}/readyz")
-            backlogs[name] = int(r.json()["checks"].get("outbox_backlog", -1))
-        except (httpx.HTTPError, ValueError, KeyError):
+            checks = r.json()["checks"]
+            backlogs[name] = int(checks["outbox_backlog"]) + sum(
+                int(v) for k, v in checks.items()
+                if k.endswith("_backlog") and k != "outbox_backlog")
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
             backlogs[name] = -1
     return backlogs
 
@@ -113,11 +119,12 @@ async def wait_until_caught_up(
         else:
             calm = 0
             if not quiet:
-                print(f"waiting: lag {lags}, outbox {backlogs}", file=sys.stderr)
+                print(f"waiting: lag {lags}, backlog {backlogs}", file=sys.stderr)
         if time.monotonic() > deadline:
             raise NotCaughtUp(
                 f"the platform did not catch up within {timeout:.0f}s: consumer lag {lags}, "
-                f"outbox backlog {backlogs} (-1: service unreachable)"
+                f"backlog {backlogs} (outbox, and scoring's windows to learn; -1: service "
+                "unreachable)"
             )
         await asyncio.sleep(1.0)
 

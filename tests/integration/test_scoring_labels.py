@@ -157,9 +157,16 @@ async def test_labels_resolve_at_activity_horizon_and_closure_and_late_activity_
         corrected = await eventually(lambda: resolved(late, "activity"), what="correction")
         assert corrected.label is False and corrected.resolved_at == T0 + 50 * DAY
 
+        # Closed windows wait for a learner, and /readyz says how many (tenure churn-report
+        # waits for 0, or it would score with a model behind the data).
+        backlog = (await runtime.readiness())["learning_backlog"]
+        closed = await ns.sql("scoring", "SELECT count(*) AS n FROM pending_samples "
+                                         "WHERE closed_at IS NOT NULL")
+        assert backlog == closed[0].n > 0
         # Once learnt, a label cannot be unlearnt: a late activity is recorded against it.
         async with runtime.engine.connect() as conn:
             assert await learner.round(conn) > 0
+        assert (await runtime.readiness())["learning_backlog"] < backlog
         learnt_now = await ns.sql("scoring", "SELECT customer_id, horizon_end FROM labels")
         assert learnt_now and all(r.horizon_end < T0 + 98 * DAY for r in learnt_now)
         assert {r.customer_id for r in learnt_now} >= {active, silent}
