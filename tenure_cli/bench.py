@@ -3252,6 +3252,8 @@ def main(args: argparse.Namespace) -> int:
     for name in SECTIONS:
         if name not in result and name in previous:
             result[name] = {**previous[name], "carried_over": True}
+    result = {**{k: v for k, v in result.items() if k not in SECTIONS},
+              **{name: result[name] for name in SECTIONS if name in result}}
     out.write_text(json.dumps(result, indent=2) + "\n")
     doc = Path(args.doc)
     if ingest_ran:
