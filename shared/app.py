@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 import traceback
@@ -31,6 +32,25 @@ log = logging.getLogger("tenure.app")
 
 PROBLEM = "application/problem+json"
 RELAY_GRACE_SECONDS = 10.0
+_gc_tuned = False
+
+
+def tune_gc(threshold: int) -> bool:
+    """Once per process: freeze what start-up built and collect gen 0 less often. A consumer
+    allocates many short-lived objects per event (envelopes, facts, rows) that reference
+    counting frees; at Python's default threshold of 700 the collector also walks the
+    long-lived heap (models, caches, modules) over and over, which measured about a quarter of
+    scoring's CPU per score. Frozen objects are never collected, so this is done once (a test
+    process starting many services would otherwise freeze each one's garbage)."""
+    global _gc_tuned
+    if threshold <= 0 or _gc_tuned:
+        return False
+    _gc_tuned = True
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(threshold, max(second, 20), max(third, 100))
+    return True
 
 
 class ServiceRuntime:
@@ -64,6 +84,7 @@ class ServiceRuntime:
     async def start(self) -> None:
         for hook in self.startup:
             await hook()
+        tune_gc(self.settings.gc_threshold)
         if self.settings.run_consumers:
             for consumer in self.consumers:
                 self._tasks.append(asyncio.create_task(consumer.run(), name="consumer"))

@@ -108,6 +108,10 @@ class ServiceSettings(PlatformSettings):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_query_bytes: int = Field(4096, ge=256)
     log_level: str = "INFO"
+    # Garbage collector for a long-running consumer (docs/benchmarks.md): the first start in
+    # a process freezes what start-up built (never scanned again) and gen-0 collections run
+    # every `gc_threshold` net allocations instead of Python's 700. 0 leaves Python's defaults.
+    gc_threshold: int = Field(50_000, ge=0)
 
     @property
     def db_schema(self) -> str:
