@@ -62,7 +62,7 @@ class Prequential:
         >>> for y, p, week in [(1, 0.9, 1), (0, 0.8, 1), (1, 0.2, 2), (0, 0.1, 2)]:
         ...     m.update(y, p, week)
         >>> m.stratified_auc(), m.auc()
-        (1.0, 0.5)
+        (1.0, 0.75)
         """
         items = list(self.recent)
         if n is not None and n < len(items):
