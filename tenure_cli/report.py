@@ -17,7 +17,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.auth import mint_token
+from shared.auth import ServiceTokens
 from shared.settings import PlatformSettings
 from tenure_cli.services import SERVICE_NAMES
 
@@ -145,6 +145,16 @@ async def _pages(client: httpx.AsyncClient, url: str, params: dict[str, Any]) ->
             return items
 
 
+REPORT_SCOPES = ["scoring:read", "lifecycle:read"]
+
+
+async def report_token(settings: PlatformSettings) -> str:
+    """The report's bearer token: minted with the dev key in dev mode; in oidc mode asked of
+    the bank's identity provider by client credentials (TENURE_OIDC_CLIENT_ID / _SECRET), like
+    any service calling another."""
+    return await ServiceTokens(settings, subject="churn-report", scopes=REPORT_SCOPES).get()
+
+
 async def churn_report(
     as_of: datetime, out: Path, *, timeout: float = 600.0,
     settings: PlatformSettings | None = None, urls: dict[str, str] | None = None,
@@ -152,9 +162,7 @@ async def churn_report(
 ) -> int:
     settings = settings or PlatformSettings()
     urls = urls or service_urls()
-    token = mint_token(settings.jwt_secret, subject="churn-report", kind="service",
-                       scopes=["scoring:read", "lifecycle:read"], audience=settings.jwt_audience)
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {await report_token(settings)}"}
     async with httpx.AsyncClient(headers=headers, timeout=120) as client:
         await wait_until_caught_up(settings, client, timeout, urls, quiet)
         scores = await _pages(client, f"{urls['scoring']}/v1/churn/report",

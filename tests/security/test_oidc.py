@@ -199,3 +199,18 @@ async def test_dev_mode_service_tokens_are_minted_locally() -> None:
                                 scopes=["profile:read"]).get()
     principal = await TokenVerifier(settings).verify(token)
     assert principal.kind == "service" and principal.subject == "engagement-delivery"
+
+
+async def test_churn_report_asks_the_provider_for_its_token_in_oidc_mode() -> None:
+    from tenure_cli.report import REPORT_SCOPES, report_token
+
+    async with IdentityProvider(clients={"tenure-reports": "s3cret"}) as idp:
+        settings = oidc_settings(idp, oidc_client_id="tenure-reports",
+                                 oidc_client_secret="s3cret")
+        principal = await TokenVerifier(settings).verify(await report_token(settings))
+        assert idp.token_requests == 1, "client credentials, not a dev key"
+        assert principal.kind == "service" and principal.subject == "tenure-reports"
+        assert all(principal.has(scope) for scope in REPORT_SCOPES)
+    dev = PlatformSettings()
+    minted = await TokenVerifier(dev).verify(await report_token(dev))
+    assert minted.subject == "churn-report" and minted.has("scoring:read")
