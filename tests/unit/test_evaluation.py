@@ -12,6 +12,7 @@ import pytest
 from tenure_cli.evaluation import (
     align,
     auc,
+    auc_difference,
     brier,
     by_group,
     calibration_table,
@@ -289,3 +290,19 @@ def test_recency_baseline_ranks_quiet_customers_as_riskier() -> None:
     scores = recency_baseline(last_activity_before(act, AS_OF), AS_OF)
     _, y, s = align(res.labels, scores)
     assert auc(y, s) is not None and auc(y, s) > 0.75  # type: ignore[operator]
+
+
+def test_auc_difference_is_a_tie_for_equal_scorers_and_a_win_for_a_better_one() -> None:
+    rng = np.random.default_rng(5)
+    y = (rng.random(600) < 0.3).astype(float)
+    signal = y + rng.normal(0, 1.0, 600)
+    # Two scorers of the same quality (independent noise): the interval holds 0.
+    twin = y + rng.normal(0, 1.0, 600)
+    tie = auc_difference(y, signal, twin, resamples=400)
+    assert tie is not None and tie["low"] < 0 < tie["high"]
+    # A clearly better one: the whole interval is above 0, and the point is the AUC gap.
+    worse = y + rng.normal(0, 3.0, 600)
+    win = auc_difference(y, signal, worse, resamples=400)
+    assert win is not None and win["low"] > 0
+    assert win["difference"] == pytest.approx(auc(y, signal) - auc(y, worse))
+    assert auc_difference([1, 1], [0.1, 0.2], [0.2, 0.1]) is None
