@@ -844,13 +844,26 @@ class _Lines:
         return first, raw, bad
 
 
+WHITESPACE = "whitespace"  # --delimiter whitespace: fields split on runs of spaces and tabs
+
+
+def _whitespace_reader(lines: Iterable[str]) -> Iterator[list[str]]:
+    """Fields of a whitespace-separated file (CDNow's master file, fixed-width exports):
+    runs of spaces and tabs separate fields, leading and trailing blanks are ignored; no
+    quoting."""
+    for text in lines:
+        yield text.split()
+
+
 def csv_records(
     stream: Iterable[bytes], *, encoding: str = "utf-8", delimiter: str = ","
 ) -> Iterator[tuple[int, list[str] | None, str, str | None]]:
     """(line, values, original text, error) per record; the header comes first as line 1.
     Blank lines are skipped; a record the csv module cannot read comes with its error."""
     lines = _Lines(stream, encoding)
-    reader = csv.reader(lines, delimiter=delimiter)
+    reader: Iterator[list[str]] = (
+        _whitespace_reader(lines) if delimiter == WHITESPACE
+        else csv.reader(lines, delimiter=delimiter))
     while True:
         try:
             values = next(reader)
@@ -944,6 +957,8 @@ class ImportOptions:
     chunk_rows: int = 200_000
     dry_run: bool = False
     delimiter: str = ","
+    # Names of the columns of a file without a header row (then line 1 is data)
+    columns: tuple[str, ...] = ()
     encoding: str = "utf-8"
     decimal_comma: bool = False
     window: int = 5000
@@ -1136,12 +1151,16 @@ def _read_csv(
 ) -> ImportPlan:
     result = collector.result
     records = csv_records(stream, encoding=options.encoding, delimiter=options.delimiter)
-    first = next(records, None)
-    if first is not None and (first[3] is not None or first[1] is None):
-        raise UsageError(f"{options.path}: unreadable header ({first[3]})")
-    header = first[1] if first is not None else None
+    if options.columns:
+        header: list[str] | None = list(options.columns)  # no header row: line 1 is data
+    else:
+        first = next(records, None)
+        if first is not None and (first[3] is not None or first[1] is None):
+            raise UsageError(f"{options.path}: unreadable header ({first[3]})")
+        header = first[1] if first is not None else None
     if header is None:
-        raise UsageError(f"{options.path}: empty file, a CSV import needs a header row")
+        raise UsageError(f"{options.path}: empty file, a CSV import needs a header row "
+                         "(or --columns to name the columns of a file without one)")
     plan = plan_import(
         header,
         mapping=options.mapping,
@@ -1357,7 +1376,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-rows", type=int, default=200_000,
                         help="rows sorted in memory before spilling to a temp file")
     parser.add_argument("--tmp-dir", default=None, help="where sorted chunks spill")
-    parser.add_argument("--delimiter", default=",", help="CSV delimiter (\\t for tab)")
+    parser.add_argument("--delimiter", default=",",
+                        help="CSV delimiter (\\t for tab; 'whitespace' for fields separated "
+                             "by runs of spaces or tabs, as in CDNow's master file)")
+    parser.add_argument("--columns", default=None, metavar="NAME,NAME,...",
+                        help="the file has no header row: these name its columns, in order "
+                             "(then --map refers to them)")
     parser.add_argument("--encoding", default="utf-8", help="file encoding, e.g. latin-1")
     parser.add_argument("--decimal-comma", action="store_true",
                         help="amounts written 1.234,50")
@@ -1373,8 +1397,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace) -> ImportOptions:
     delimiter = {"\\t": "\t", "tab": "\t"}.get(args.delimiter, args.delimiter)
-    if len(delimiter) != 1:
-        raise UsageError("--delimiter must be one character")
+    if len(delimiter) != 1 and delimiter != WHITESPACE:
+        raise UsageError(f"--delimiter must be one character or {WHITESPACE!r}")
+    columns: tuple[str, ...] = ()
+    if args.columns is not None:
+        columns = tuple(c.strip() for c in args.columns.split(","))
+        if not all(columns):
+            raise UsageError(f"--columns {args.columns!r}: every column needs a name")
+        if len(set(columns)) != len(columns):
+            raise UsageError(f"--columns {args.columns!r}: names must differ")
+        if args.format == "jsonl" or (args.format is None and args.file.name.lower()
+                                      .removesuffix(".gz").endswith((".jsonl", ".ndjson",
+                                                                     ".json"))):
+            raise UsageError("--columns is for a CSV without a header row, not JSONL")
     fmt = args.format
     if fmt is None and args.file.name.lower().removesuffix(".gz").endswith(".tsv"):
         delimiter = "\t" if args.delimiter == "," else delimiter
@@ -1397,6 +1432,7 @@ def options_from(args: argparse.Namespace) -> ImportOptions:
         chunk_rows=args.chunk_rows,
         dry_run=args.dry_run,
         delimiter=delimiter,
+        columns=columns,
         encoding=args.encoding,
         decimal_comma=args.decimal_comma,
         window=max(1, args.window),

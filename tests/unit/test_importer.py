@@ -37,11 +37,13 @@ from tenure_cli.importer import (
     parse_defaults,
     parse_mapping,
     parse_occurred_at,
+    options_from,
     parse_row,
     plan_import,
     record_item,
     run_import,
 )
+from tenure_cli.main import build_parser
 
 HEADER = ["cust", "date", "amt", "ccy", "inv"]
 DIGEST = "ab" * 32
@@ -498,3 +500,51 @@ async def test_dry_run_validates_writes_rejects_and_publishes_nothing(tmp_path: 
         path=source, mapping=options.mapping, dry_run=True, progress=False,
         max_reject_ratio=0.25, rejects=tmp_path / "r.csv"))
     assert strict.exit_code == 3 and "nothing published" in strict.message
+
+
+async def test_a_whitespace_file_without_header_imports_with_named_columns(
+    tmp_path: Path,
+) -> None:
+    """CDNow's master file: `id date quantity amount`, separated by runs of blanks, no header
+    row. --columns names the columns and line 1 is data."""
+    source = tmp_path / "CDNOW_master.txt"
+    source.write_text(
+        "00001 19970101  1  11.77\n"
+        "00002 19970112  1  12.00\n"
+        "  00002\t19970112  5  77.00\n"
+        "00003 19970102  2  20.76\n"
+        "00003 19970330  0   0.00\n"
+        "00004 19971345  1  10.00\n"
+        "\n"
+        "00005 19970101  1\n"
+    )
+    args = build_parser().parse_args([
+        "import", str(source), "--delimiter", "whitespace",
+        "--columns", "id,date,quantity,amount", "--map", "customer_id=id,occurred_at=date",
+        "--dry-run", "--quiet", "--tmp-dir", str(tmp_path)])
+    options = options_from(args)
+    assert options.columns == ("id", "date", "quantity", "amount")
+    result = await run_import(options)
+    assert (result.rows_read, result.events, result.rejected) == (7, 4, 3)
+    assert result.customers == 3 and result.first_at == datetime(1997, 1, 1, tzinfo=UTC)
+    with (tmp_path / "CDNOW_master.txt.rejects.csv").open() as f:
+        rejects = {r["line"]: r["reason"] for r in csv.DictReader(f)}
+    assert rejects["5"].startswith("amount: zero")
+    assert rejects["6"].startswith("occurred_at: unparsable date")
+    assert rejects["8"] == "csv: row has 3 fields, the header has 4"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--columns", "id,,amount"], "every column needs a name"),
+    (["--columns", "id,id"], "names must differ"),
+    (["--delimiter", "ab"], "one character or 'whitespace'"),
+])
+def test_columns_and_delimiter_mistakes_are_usage_errors(
+    tmp_path: Path, argv: list[str], message: str,
+) -> None:
+    args = build_parser().parse_args(["import", str(tmp_path / "x.csv"), *argv])
+    with pytest.raises(UsageError, match=message):
+        options_from(args)
+    jsonl = build_parser().parse_args(["import", str(tmp_path / "x.jsonl"), "--columns", "a"])
+    with pytest.raises(UsageError, match="not JSONL"):
+        options_from(jsonl)
