@@ -380,13 +380,16 @@ class ScoringStore:
     metrics: ScoringMetrics | None = None
     clock: Any = None  # services.scoring.sweep.Clock: how far activity is known
     scored: dict[str, int] = field(default_factory=dict)
+    # Looked up in this unit of work and not there: new customers (a replay is mostly them)
+    # are not looked up twice.
+    absent: set[str] = field(default_factory=set)
 
     # ------------------------------------------------------------------ reading state
 
     async def prepare(self, events: Sequence[EnvelopeBase]) -> None:
         """Load the state of every customer the batch's handlers touch, in one query."""
         wanted = {e.customer_id for e in events if _stateful(e)}
-        await self._load([c for c in wanted if c not in self.states])
+        await self._load([c for c in wanted if c not in self.states and c not in self.absent])
 
     async def _load(self, ids: list[str]) -> None:
         if not ids:
@@ -394,9 +397,10 @@ class ScoringStore:
         rows = await self.conn.execute(sa.select(scores).where(scores.c.customer_id.in_(ids)))
         for row in rows:
             self.states[row.customer_id] = CustomerState.from_row(row)
+        self.absent.update(c for c in ids if c not in self.states)
 
     async def state(self, customer_id: str) -> CustomerState | None:
-        if customer_id not in self.states:
+        if customer_id not in self.states and customer_id not in self.absent:
             await self._load([customer_id])
         return self.states.get(customer_id)
 
