@@ -636,18 +636,10 @@ async def _ingest(
     try:
         consumer_task = runtime._tasks[0]
         await _wait(meter, consumer_task, timeout, "profile ingest")
-        deadline = time.monotonic() + timeout
-        while True:
-            async with check.connect() as conn:
-                backlog = await conn.scalar(sa.text("SELECT count(*) FROM outbox"))
-            if backlog == 0:
-                relay_done = Mark.now()
-                relay_done = Mark(relay_done.wall, relay_done.cpu, server.snapshot())
-                break
-            if time.monotonic() > deadline:
-                log.warning("outbox still holds %s rows after %ss", backlog, timeout)
-                break
-            await asyncio.sleep(0.02)
+        try:
+            relay_done = await _outbox_drained(check, server, timeout, "profile ingest")
+        except TimeoutError as exc:
+            log.warning("%s", exc)
     finally:
         await runtime.stop()
 
@@ -706,6 +698,23 @@ async def _wait(meter: Meter, task: asyncio.Task[Any], timeout: float, what: str
         if task in finished and task.exception() is not None:
             raise RuntimeError(f"{what}: consumer failed") from task.exception()
         raise TimeoutError(f"{what}: {meter.count} of {meter.target} events after {timeout:.0f}s")
+
+
+async def _outbox_drained(
+    check: AsyncEngine, server: ServerCpu, timeout: float, what: str
+) -> Mark:
+    """The moment the service's outbox is empty (every output published), with the servers'
+    CPU then; TimeoutError if it still holds rows after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async with check.connect() as conn:
+            backlog = await conn.scalar(sa.text("SELECT count(*) FROM outbox"))
+        if backlog == 0:
+            mark = Mark.now()
+            return Mark(mark.wall, mark.cpu, server.snapshot())
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: outbox still holds {backlog} rows after {timeout}s")
+        await asyncio.sleep(0.02)
 
 
 async def _finish(task: asyncio.Task[Any]) -> None:
@@ -2321,17 +2330,7 @@ async def _scoring_phase(
         await runtime.start()
         try:
             await _wait(meter, runtime._tasks[0], timeout, what)
-            deadline = time.monotonic() + timeout
-            while True:
-                async with check.connect() as conn:
-                    backlog = await conn.scalar(sa.text("SELECT count(*) FROM outbox"))
-                if backlog == 0:
-                    mark = Mark.now()
-                    drained = Mark(mark.wall, mark.cpu, server.snapshot())
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{what}: outbox still holds {backlog} rows")
-                await asyncio.sleep(0.02)
+            drained = await _outbox_drained(check, server, timeout, what)
         finally:
             await runtime.stop()
     return _ScoringPhase(meter, drained, runtime, recorder)
