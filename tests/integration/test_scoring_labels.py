@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from services.scoring.learner import Learner
 from shared.events import (
     EngagementDecided,
     EngagementDecision,
@@ -21,22 +22,13 @@ from shared.events import (
     ProfileUpdated,
     derived_event_id,
 )
-from services.scoring.learner import Learner
 from shared.kit import partition_of
 from tests.support import factories as f
 from tests.support.platform import Namespace, eventually
+from tests.support.scoring import FAST
 
 T0 = datetime(2025, 1, 6, 12, tzinfo=UTC)
 DAY = timedelta(days=1)
-# Every customer of these tests lives on one partition, so one clock drives them all.
-FAST = {
-    "allowed_lateness_seconds": 0,
-    "idle_partition_seconds": 3600,
-    "label_settle_seconds": 0,
-    "learn_interval_seconds": 0.2,
-    "checkpoint_poll_seconds": 0.2,
-    "report_settle_seconds": 5,
-}
 
 
 def ids_on(partition: int, prefix: str, n: int, partitions: int = 3) -> list[str]:

@@ -28,17 +28,10 @@ from shared.events import (
 from shared.kit import partition_of
 from tests.support import factories as f
 from tests.support.platform import Namespace, eventually, token
+from tests.support.scoring import FAST
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)
 DAY = timedelta(days=1)
-# One partition per test, one clock: no lateness, no idle-partition following.
-FAST = {
-    "allowed_lateness_seconds": 0,
-    "idle_partition_seconds": 3600,
-    "label_settle_seconds": 0,
-    "learn_interval_seconds": 0.2,
-    "checkpoint_poll_seconds": 0.2,
-}
 TRANSACTIONS = "tenure.transactions.v1"
 PROFILE_UPDATES = "tenure.profile-updates.v1"
 # The UUIDv5 namespace of Tenure's derived event ids (shared/events.py), spelt out here so a
