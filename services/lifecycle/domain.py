@@ -133,6 +133,7 @@ def variables(
     products_ever = facts.products_ever()
     churn = facts.churn or {}
     prior, recent = facts.balance_prior_avg_60, facts.balance_avg_30
+    probability, usual = churn.get("probability"), facts.usual_churn_probability()
 
     def days(anchor: datetime | None) -> float | None:
         return None if anchor is None else (at - anchor) / DAY
@@ -158,8 +159,10 @@ def variables(
         "balance_prior_avg_60": prior,
         "balance_trend": recent / prior - 1 if recent is not None and prior else None,
         "open_complaints": len(facts.complaints),
-        "churn_probability": churn.get("probability"),
+        "churn_probability": probability,
         "churn_band": churn.get("band"),
+        "churn_probability_usual": usual,
+        "churn_odds_ratio": _odds_ratio(probability, usual),
         "usual_gap_days": facts.usual_gap_days(),
     }
     for name in ("frequency_30", "frequency_90", "frequency_365", "monetary_30", "monetary_90",
@@ -355,6 +358,21 @@ def _chain(p: Position, at: datetime, rules: RuleSet, *, cause: str | None) -> l
         p.count += 1
         visited.add(p.stage)
     return out
+
+
+def _odds_ratio(probability: float | None, usual: float | None) -> float | None:
+    """The odds of `probability` over the odds of the customer's usual level (None when either
+    is unknown): 1 at their usual level, 3 when leaving has become three times as likely
+    relative to staying as it usually is.
+
+    >>> _odds_ratio(0.75, 0.5), _odds_ratio(0.5, 0.5), _odds_ratio(None, 0.5)
+    (3.0, 1.0, None)
+    """
+    if probability is None or usual is None:
+        return None
+    odds = min(max(probability, 1e-4), 1 - 1e-4) / (1 - min(max(probability, 1e-4), 1 - 1e-4))
+    usual_odds = min(max(usual, 1e-4), 1 - 1e-4) / (1 - min(max(usual, 1e-4), 1 - 1e-4))
+    return odds / usual_odds
 
 
 def _plain(value: Any) -> Any:

@@ -17,6 +17,8 @@ any arrival order; the walk (domain.py) applies them in event-time order.
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -48,6 +50,12 @@ SNAPSHOT_FEATURES = (
 BALANCE_DAYS = 90
 BALANCE_RECENT_DAYS = 30
 BALANCE_MIN_PRIOR_DAYS = 30
+# The customer's usual churn probability: the time-weighted average log-odds of their past
+# scores (each weighted by the days it stood), forgetting with a time constant of 180 days;
+# known once scores have stood for 60 days.
+USUAL_SCORE_DAYS = 180.0
+USUAL_SCORE_MIN_DAYS = 60.0
+_LOGIT_BOUND = 9.0  # probabilities clipped to about [0.0001, 0.9999]
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,10 @@ class CustomerFacts:
     balance_avg_30: float | None = None
     balance_prior_avg_60: float | None = None
     last_salary_at: datetime | None = None
+    # The usual churn level before the latest score: sum of weighted log-odds, sum of weights
+    # (days), both forgetting with USUAL_SCORE_DAYS.
+    score_logit_sum: float = 0.0
+    score_weight_days: float = 0.0
     # Bumped by every fact: what figures computed from the fold may be cached against.
     version: int = field(default=0, compare=False)
     cached: tuple[Any, Any] | None = field(default=None, compare=False, repr=False)
@@ -153,7 +165,39 @@ class CustomerFacts:
         elif fact.kind == "churn_score":
             key = (at.isoformat(), fact.event_id)
             if self.churn_key is None or key > self.churn_key:
+                if self.churn is not None and self.churn_key is not None:
+                    self._stood(self.churn["probability"], _parse(self.churn_key[0]), at)
                 self.churn, self.churn_key = dict(d), key
+
+    def _stood(self, probability: float, since: datetime | None, until: datetime) -> None:
+        """Fold a score that stood from `since` until `until` into the usual level: weight
+        the integral of the forgetting curve over its days, after decaying the past."""
+        if since is None:
+            return
+        days = max(0.0, (until - since) / timedelta(days=1))
+        decay = math.exp(-days / USUAL_SCORE_DAYS)
+        weight = USUAL_SCORE_DAYS * (1.0 - decay)
+        self.score_logit_sum = self.score_logit_sum * decay + _logit(probability) * weight
+        self.score_weight_days = self.score_weight_days * decay + weight
+
+    def usual_churn_probability(self) -> float | None:
+        """The customer's usual churn probability before their latest score: the average of
+        their past scores' log-odds, each weighted by the days it stood, forgetting with a time
+        constant of 180 days; None until scores have stood for 60 days. A retail customer who
+        buys once a season has a high 90-day probability all the time; what is news is a
+        probability well above their own usual level.
+
+        >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+        >>> f = CustomerFacts()
+        >>> for n, p in enumerate([0.8] * 10 + [0.95]):
+        ...     f.apply(Fact(t + timedelta(days=10 * n), "churn_score", f"s{n}",
+        ...                  {"probability": p, "band": "high"}))
+        >>> round(f.usual_churn_probability(), 6), f.churn["probability"]
+        (0.8, 0.95)
+        """
+        if self.score_weight_days < _weight_of(USUAL_SCORE_MIN_DAYS):
+            return None
+        return 1.0 / (1.0 + math.exp(-self.score_logit_sum / self.score_weight_days))
 
     def _apply_snapshot(self, fact: Fact) -> None:
         at, d = fact.at, fact.data
@@ -185,28 +229,38 @@ class CustomerFacts:
 
     def _balance_figures(self, today: date) -> None:
         """Average end-of-day balance over the last 30 days and the 60 days before, carrying
-        the last known balance forward over days without a snapshot."""
-        first = today - timedelta(days=BALANCE_DAYS - 1)
+        the last known balance forward over days without a snapshot.
+
+        The balance is a step function of the day: each known day's balance holds until the
+        next known day, so each window's sum is a handful of (value x days) segments, not a
+        walk over its 90 days (this runs at every snapshot).
+
+        >>> f = CustomerFacts(balances={"2026-01-01": ("", 100.0), "2026-03-02": ("", 40.0)})
+        >>> f._balance_figures(date(2026, 3, 31)); f.balance_avg_30, f.balance_prior_avg_60
+        (40.0, 100.0)
+        """
+        end = today.toordinal() + 1  # windows are [first, recent) and [recent, end)
+        first, recent = end - BALANCE_DAYS, end - BALANCE_RECENT_DAYS
         days = sorted(self.balances)
-        older = [k for k in days if k < first.isoformat()]
-        for stale in older[:-1]:  # keep one day before the window to carry forward
-            del self.balances[stale]
-        days = sorted(self.balances)
-        recent: list[float] = []
-        prior: list[float] = []
-        value: float | None = None
-        i = 0
-        for n in range(BALANCE_DAYS):
-            day = (first + timedelta(days=n)).isoformat()
-            while i < len(days) and days[i] <= day:
-                value = self.balances[days[i]][1]
-                i += 1
-            if value is None:
-                continue
-            (recent if n >= BALANCE_DAYS - BALANCE_RECENT_DAYS else prior).append(value)
-        self.balance_avg_30 = sum(recent) / len(recent) if recent else None
+        before = bisect_left(days, date.fromordinal(first).isoformat())
+        if before > 1:  # keep one day before the window to carry its balance forward
+            for stale in days[: before - 1]:
+                del self.balances[stale]
+            days = days[before - 1:]
+        sums, counts = [0.0, 0.0], [0, 0]  # prior, recent
+        for n, day in enumerate(days):
+            start = max(first, date.fromisoformat(day).toordinal())
+            stop = min(end, date.fromisoformat(days[n + 1]).toordinal() if n + 1 < len(days)
+                       else end)
+            value = self.balances[day][1]
+            for w, (lo, hi) in enumerate(((first, recent), (recent, end))):
+                covered = min(stop, hi) - max(start, lo)
+                if covered > 0:
+                    sums[w] += value * covered
+                    counts[w] += covered
+        self.balance_avg_30 = sums[1] / counts[1] if counts[1] else None
         self.balance_prior_avg_60 = (
-            sum(prior) / len(prior) if len(prior) >= BALANCE_MIN_PRIOR_DAYS else None
+            sums[0] / counts[0] if counts[0] >= BALANCE_MIN_PRIOR_DAYS else None
         )
 
     # -------------------------------------------------------------- figures
@@ -290,6 +344,8 @@ class CustomerFacts:
             "balance_avg_30": self.balance_avg_30,
             "balance_prior_avg_60": self.balance_prior_avg_60,
             "last_salary_at": _iso(self.last_salary_at),
+            "score_logit_sum": self.score_logit_sum,
+            "score_weight_days": self.score_weight_days,
         }
 
     @classmethod
@@ -314,7 +370,22 @@ class CustomerFacts:
             balance_avg_30=doc.get("balance_avg_30"),
             balance_prior_avg_60=doc.get("balance_prior_avg_60"),
             last_salary_at=_parse(doc.get("last_salary_at")),
+            score_logit_sum=float(doc.get("score_logit_sum") or 0.0),
+            score_weight_days=float(doc.get("score_weight_days") or 0.0),
         )
+
+
+def _logit(probability: float) -> float:
+    p = min(max(float(probability), 0.0), 1.0)
+    if p <= 0.0 or p >= 1.0:
+        return _LOGIT_BOUND if p >= 1.0 else -_LOGIT_BOUND
+    return min(_LOGIT_BOUND, max(-_LOGIT_BOUND, math.log(p / (1.0 - p))))
+
+
+def _weight_of(days: float) -> float:
+    """The weight scores carry after standing `days` in all, with nothing forgotten yet to
+    speak of (the weight of one score standing that long)."""
+    return USUAL_SCORE_DAYS * (1.0 - math.exp(-days / USUAL_SCORE_DAYS))
 
 
 def _key(value: list[str] | None) -> tuple[str, str] | None:

@@ -64,7 +64,8 @@ FIGURES = frozenset(
         "monetary_90", "monetary_365", "sessions_30", "sessions_prev_30", "engagement_trend",
         "active_days_30", "salary_credits_90", "total_balance", "balance_avg_30",
         "balance_prior_avg_60", "balance_trend", "open_complaints", "last_nps",
-        "churn_probability", "churn_band", "usual_gap_days",
+        "churn_probability", "churn_band", "churn_probability_usual", "churn_odds_ratio",
+        "usual_gap_days",
     }
 )
 VARIABLES = FIGURES | frozenset(CLOCKS)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import UTC, datetime, timedelta
+import random
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from services.lifecycle.domain import (
     default_rules,
     next_due,
     transitions,
+    variables,
 )
 from services.lifecycle.facts import CustomerFacts, Fact
 from services.lifecycle.rules import parse_rules
@@ -160,12 +162,13 @@ def test_loyalty_lapses_when_down_to_one_product_type() -> None:
 
 def test_at_risk_on_a_high_churn_score_and_not_just_below_it() -> None:
     start = in_stage("active", day(90), opened(day(0)), snap(day(95)))
-    step = walk(start, [score(day(100), 0.65)], day(101))
+    # At 0.5 leaving has become as likely as staying.
+    step = walk(start, [score(day(100), 0.5)], day(101))
     assert moves(step) == [("active", "at_risk", "at_risk_churn_score", day(100))]
     assert step.transitions[0].evidence == {
-        "high_churn_score": True, "churn_probability": 0.65, "at_risk_churn_probability": 0.6,
+        "high_churn_score": True, "churn_probability": 0.5, "at_risk_churn_probability": 0.5,
     }
-    assert moves(walk(start, [score(day(100), 0.59)], day(101))) == []
+    assert moves(walk(start, [score(day(100), 0.49)], day(101))) == []
 
 
 def test_at_risk_when_salary_stops_stamped_45_days_after_the_last_salary() -> None:
@@ -197,12 +200,15 @@ def test_at_risk_when_balances_are_drawn_down() -> None:
 
 def test_at_risk_when_logins_fall_sharply() -> None:
     start = in_stage("active", day(90), opened(day(0)))
-    fallen = snap(day(100), sessions_prev_30=10, sessions_30=2, engagement_trend=-0.8)
+    fallen = snap(day(100), sessions_prev_30=20, sessions_30=4, engagement_trend=-0.8)
     assert moves(walk(start, [fallen], day(101))) == [
         ("active", "at_risk", "at_risk_decline", day(100))
     ]
     few = snap(day(100), sessions_prev_30=3, sessions_30=0, engagement_trend=-1.0)
     assert moves(walk(start, [few], day(101))) == []  # too few logins to call it a habit
+    # 10 then 2: after a busy month an ordinary one is often quiet; chance, not a decline.
+    quiet = snap(day(100), sessions_prev_30=10, sessions_30=2, engagement_trend=-0.8)
+    assert moves(walk(start, [quiet], day(101))) == []
 
 
 def test_at_risk_when_a_complaint_stays_open_for_14_days() -> None:
@@ -215,27 +221,42 @@ def test_at_risk_when_a_complaint_stays_open_for_14_days() -> None:
     assert moves(walk(start, resolved, day(120))) == []
 
 
-def test_at_risk_when_silent_four_times_longer_than_the_customers_own_pace() -> None:
+def test_at_risk_when_a_silence_is_improbable_at_the_customers_own_pace() -> None:
     # 73 own transactions in a year: one every 5 days. Silent since day 200: the floor of 30
-    # days comes first (4 x 5 = 20 days would be too quick to call).
+    # days comes first (about 3 x 5 = 15 days would be too quick to call).
     start = in_stage("active", day(90), opened(day(0)))
     busy = snap(day(200), frequency_365=73, first_activity=day(-200))
     step = walk(start, [busy], day(260))
     assert moves(step)[0] == ("active", "at_risk", "at_risk_decline", day(230))
     evidence = step.transitions[0].evidence
     assert evidence["silent_beyond_pace"] is True and evidence["usual_gap_days"] == 5.0
-    # 24 a year (a gap of about 15 days): four gaps of silence, stamped at that time.
+    # 24 a year (a gap of about 15 days): 3 gaps and a little for a pace seen 24 times
+    # (3 + 9/48 + 27/3456 gaps: a 5 % silence), stamped at that time.
     [first, *_] = moves(walk(start, [snap(day(200), frequency_365=24,
                                           first_activity=day(-200))], day(300)))
     assert first[:3] == ("active", "at_risk", "at_risk_decline")
-    assert abs(first[3] - day(200 + 4 * 365 / 24)) < timedelta(seconds=1)
-    # A monthly payer (12 a year): four gaps is 122 days, dormancy comes first.
+    gaps = 3 + 9 / 48 + 27 / (6 * 24 * 24)
+    assert abs(first[3] - day(200 + gaps * 365 / 24)) < timedelta(seconds=1)
+    # A monthly payer (12 a year): 3.4 gaps is 103 days, dormancy comes first.
     monthly = snap(day(200), frequency_365=12, first_activity=day(-200))
     assert moves(walk(start, [monthly], day(300)))[0][1:3] == (
         "dormant", "dormant_after_inactivity")
-    # Without a habit (under 12 a year) silence is not news until dormancy either.
-    rare = snap(day(200), frequency_365=6, first_activity=day(-200))
-    assert moves(walk(start, [rare], day(260))) == []
+
+
+def test_a_pace_seen_over_few_transactions_needs_a_longer_silence() -> None:
+    # A new retail buyer: 4 purchases in the 40 days since the first, one every 10 days. At a
+    # pace known exactly, 30 days of silence (3 gaps) would have a 5 % chance; seen only 4
+    # times the pace is uncertain, and the 5 % silence is 10 x (3 + 9/8 + 27/96) = 44 days.
+    start = in_stage("active", day(90), opened(day(0)))
+    buyer = snap(day(200), frequency_365=4, first_activity=day(160))
+    step = walk(start, [buyer], day(260))
+    [(from_stage, to_stage, rule, at)] = moves(step)[:1]
+    assert (from_stage, to_stage, rule) == ("active", "at_risk", "at_risk_decline")
+    assert abs(at - day(200 + 10 * (3 + 9 / 8 + 27 / 96))) < timedelta(seconds=1)
+    assert moves(walk(start, [buyer], day(243))) == []  # 43 days: not yet
+    # Two purchases are no pace to judge a silence against.
+    twice = snap(day(200), frequency_365=2, first_activity=day(190))
+    assert moves(walk(start, [twice], day(289))) == []
 
 
 def test_recovered_only_well_below_the_cut_and_transacting_regularly() -> None:
@@ -244,6 +265,48 @@ def test_recovered_only_well_below_the_cut_and_transacting_regularly() -> None:
     assert moves(step) == [("at_risk", "active", "recovered", day(110))]
     hovering = walk(start, [snap(day(110)), score(day(110), 0.5)], day(111))
     assert moves(hovering) == []  # hysteresis: 0.5 is not low enough to recover
+
+
+def test_recovered_at_the_customers_own_pace_after_a_purchase_since_the_warning() -> None:
+    # A retail buyer (a purchase a month or so) is never "regular" (3 in 90 days, the last
+    # within 30); buying again after the warning, with the score back down, is recovery.
+    sparse = {"frequency_90": 1, "frequency_30": 1, "frequency_365": 8}
+    start = in_stage("at_risk", day(100), opened(day(0)),
+                     snap(day(60), last_activity=day(60), **sparse), score(day(100), 0.6))
+    bought = walk(start, [snap(day(130), **sparse), score(day(130), 0.3)], day(131))
+    assert moves(bought) == [("at_risk", "active", "recovered", day(130))]
+    # The score falling back alone (no purchase since the warning) is not recovery ...
+    quiet = walk(start, [snap(day(130), last_activity=day(60), **sparse),
+                         score(day(130), 0.3)], day(131))
+    assert moves(quiet) == []
+    # ... nor is a purchase while the score stays near the cut (hysteresis).
+    hovering = walk(start, [snap(day(130), **sparse), score(day(130), 0.45)], day(131))
+    assert moves(hovering) == []
+
+
+def test_usual_churn_probability_is_the_level_the_scores_stood_at_before_the_latest() -> None:
+    facts = CustomerFacts()
+    facts.apply(score(day(0), 0.7))
+    facts.apply(score(day(30), 0.7))
+    assert facts.usual_churn_probability() is None  # 30 days of scores: no usual level yet
+    for d in range(60, 200, 10):
+        facts.apply(score(day(d), 0.7))
+    facts.apply(score(day(200), 0.9))
+    assert facts.usual_churn_probability() == pytest.approx(0.7)
+    values = variables(Position(facts, "active", day(0), "given", day(200)), day(200), RULES)
+    assert values["churn_probability"] == 0.9
+    assert values["churn_probability_usual"] == pytest.approx(0.7)
+    assert values["churn_odds_ratio"] == pytest.approx((0.9 / 0.1) / (0.7 / 0.3))
+    # Once the 0.9 has stood for 100 days it is part of the usual level (the recent past
+    # counts more, forgetting over 180 days), but it does not replace it.
+    facts.apply(score(day(300), 0.5))
+    usual = facts.usual_churn_probability()
+    assert usual is not None and 0.7 < usual < 0.9
+    restored = CustomerFacts.from_json(json.loads(json.dumps(facts.to_json())))
+    assert restored.usual_churn_probability() == pytest.approx(usual)
+    # Scores arriving out of order do not rewrite the usual level.
+    facts.apply(score(day(250), 0.01))
+    assert facts.usual_churn_probability() == pytest.approx(usual)
 
 
 # ------------------------------------------------------------------ dormancy and churn
@@ -296,6 +359,15 @@ def test_won_back_on_renewed_activity_with_a_product_then_settled() -> None:
     assert moves(step) == [("churned", "won_back", "won_back", day(200))]
     settled = walk(step.position, [snap(day(d)) for d in range(205, 240, 5)], day(240))
     assert moves(settled) == [("won_back", "active", "won_back_settled", day(230))]
+
+
+def test_won_back_when_a_purchase_log_customer_buys_again() -> None:
+    # A purchase log tells of purchases, never of accounts: buying again after churning is
+    # the renewed relationship (with accounts, a product must be held: see above).
+    start = in_stage("churned", day(300), snap(day(10), products={}))
+    step = walk(start, [snap(day(400), products={})], day(401))
+    assert moves(step) == [("churned", "won_back", "won_back", day(400))]
+    assert moves(walk(start, [snap(day(299), products={})], day(350))) == []  # not since
 
 
 # ------------------------------------------------------------------ the walk itself
@@ -369,13 +441,17 @@ def test_a_snapshot_computed_before_a_salary_was_ingested_does_not_stop_the_sala
 
 def test_at_risk_when_spending_falls_sharply() -> None:
     start = in_stage("active", day(90), opened(day(0)))
-    fallen = snap(day(100), frequency_90=24, frequency_30=2)
+    # 45 in the quarter (15 a month), 4 this month: chance gives that once in 1,000 months.
+    fallen = snap(day(100), frequency_90=45, frequency_30=4)
     assert moves(walk(start, [fallen], day(101))) == [
         ("active", "at_risk", "at_risk_decline", day(100))
     ]
     assert walk(start, [fallen], day(101)).transitions[0].evidence["usage_fallen"] is True
-    steady = snap(day(100), frequency_90=24, frequency_30=7)
+    steady = snap(day(100), frequency_90=45, frequency_30=7)
     assert moves(walk(start, [steady], day(101))) == []
+    # 8 a month, 2 this month: a month like that comes by chance (1.4 %), not a decline.
+    ordinary = snap(day(100), frequency_90=24, frequency_30=2)
+    assert moves(walk(start, [ordinary], day(101))) == []
 
 
 def test_time_is_not_judged_past_a_fact_that_waits() -> None:
@@ -389,3 +465,32 @@ def test_time_is_not_judged_past_a_fact_that_waits() -> None:
     rest = advance(step.position, step.pending, fact_limit=day(400), timer_limit=day(400),
                    rules=RULES)
     assert moves(rest)[0] == ("dormant", "active", "reactivated", day(150))
+
+
+def _balance_figures_day_by_day(balances: dict[str, float], today: date) -> tuple[Any, Any]:
+    """The definition, day by day: the last known balance carried over each of 90 days."""
+    recent: list[float] = []
+    prior: list[float] = []
+    for n in range(90):
+        d = (today - timedelta(days=89 - n)).isoformat()
+        known = [k for k in balances if k <= d]
+        if known:
+            (recent if n >= 60 else prior).append(balances[max(known)])
+    return (sum(recent) / len(recent) if recent else None,
+            sum(prior) / len(prior) if len(prior) >= 30 else None)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_balance_figures_equal_the_day_by_day_definition(seed: int) -> None:
+    rng = random.Random(seed)
+    facts = CustomerFacts()
+    seen: dict[str, float] = {}
+    at = T0
+    for _ in range(60):
+        at += timedelta(days=rng.choice([0, 1, 1, 2, 5, 17, 40]), hours=rng.randint(0, 23))
+        balance = float(rng.randint(0, 5000))
+        facts.apply(snap(at, balance=balance))
+        seen[at.date().isoformat()] = balance
+        expected = _balance_figures_day_by_day(seen, at.date())
+        assert (facts.balance_avg_30, facts.balance_prior_avg_60) == pytest.approx(expected)
+        assert len(facts.balances) <= 91  # days before the window are forgotten but one
