@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -241,26 +242,32 @@ class CustomerFacts:
         """
         end = today.toordinal() + 1  # windows are [first, recent) and [recent, end)
         first, recent = end - BALANCE_DAYS, end - BALANCE_RECENT_DAYS
-        days = sorted(self.balances)
+        balances = self.balances
+        days = sorted(balances)
         before = bisect_left(days, date.fromordinal(first).isoformat())
         if before > 1:  # keep one day before the window to carry its balance forward
             for stale in days[: before - 1]:
-                del self.balances[stale]
+                del balances[stale]
             days = days[before - 1:]
-        sums, counts = [0.0, 0.0], [0, 0]  # prior, recent
-        for n, day in enumerate(days):
-            start = max(first, date.fromisoformat(day).toordinal())
-            stop = min(end, date.fromisoformat(days[n + 1]).toordinal() if n + 1 < len(days)
-                       else end)
-            value = self.balances[day][1]
-            for w, (lo, hi) in enumerate(((first, recent), (recent, end))):
-                covered = min(stop, hi) - max(start, lo)
-                if covered > 0:
-                    sums[w] += value * covered
-                    counts[w] += covered
-        self.balance_avg_30 = sums[1] / counts[1] if counts[1] else None
+        bounds = [*map(_ordinal, days), end]
+        prior_sum = recent_sum = 0.0
+        prior_days = recent_days = 0
+        for i, day in enumerate(days):
+            start, stop = max(bounds[i], first), min(bounds[i + 1], end)
+            if stop <= start:
+                continue
+            value = balances[day][1]
+            if start < recent:
+                covered = min(stop, recent) - start
+                prior_sum += value * covered
+                prior_days += covered
+            if stop > recent:
+                covered = stop - max(start, recent)
+                recent_sum += value * covered
+                recent_days += covered
+        self.balance_avg_30 = recent_sum / recent_days if recent_days else None
         self.balance_prior_avg_60 = (
-            sums[0] / counts[0] if counts[0] >= BALANCE_MIN_PRIOR_DAYS else None
+            prior_sum / prior_days if prior_days >= BALANCE_MIN_PRIOR_DAYS else None
         )
 
     # -------------------------------------------------------------- figures
@@ -373,6 +380,13 @@ class CustomerFacts:
             score_logit_sum=float(doc.get("score_logit_sum") or 0.0),
             score_weight_days=float(doc.get("score_weight_days") or 0.0),
         )
+
+
+@lru_cache(maxsize=4096)
+def _ordinal(day: str) -> int:
+    """The day number of an ISO date (cached: a customer's balance days recur at every
+    snapshot for three months)."""
+    return date.fromisoformat(day).toordinal()
 
 
 def _logit(probability: float) -> float:
