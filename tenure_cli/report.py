@@ -9,6 +9,7 @@ import importlib
 import os
 import sys
 import time
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -148,11 +149,29 @@ async def _pages(client: httpx.AsyncClient, url: str, params: dict[str, Any]) ->
 REPORT_SCOPES = ["scoring:read", "lifecycle:read"]
 
 
-async def report_token(settings: PlatformSettings) -> str:
-    """The report's bearer token: minted with the dev key in dev mode; in oidc mode asked of
+def report_tokens(settings: PlatformSettings) -> ServiceTokens:
+    """The report's bearer tokens: minted with the dev key in dev mode; in oidc mode asked of
     the bank's identity provider by client credentials (TENURE_OIDC_CLIENT_ID / _SECRET), like
     any service calling another."""
-    return await ServiceTokens(settings, subject="churn-report", scopes=REPORT_SCOPES).get()
+    return ServiceTokens(settings, subject="churn-report", scopes=REPORT_SCOPES)
+
+
+async def report_token(settings: PlatformSettings) -> str:
+    return await report_tokens(settings).get()
+
+
+class BearerAuth(httpx.Auth):
+    """A current token on every request: waiting for the platform to catch up can outlast
+    one token (dev tokens live five minutes; the provider's are renewed before expiry)."""
+
+    def __init__(self, tokens: ServiceTokens):
+        self.tokens = tokens
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        request.headers["Authorization"] = f"Bearer {await self.tokens.get()}"
+        yield request
 
 
 async def churn_report(
@@ -162,8 +181,8 @@ async def churn_report(
 ) -> int:
     settings = settings or PlatformSettings()
     urls = urls or service_urls()
-    headers = {"Authorization": f"Bearer {await report_token(settings)}"}
-    async with httpx.AsyncClient(headers=headers, timeout=120) as client:
+    auth = BearerAuth(report_tokens(settings))
+    async with httpx.AsyncClient(auth=auth, timeout=120) as client:
         await wait_until_caught_up(settings, client, timeout, urls, quiet)
         scores = await _pages(client, f"{urls['scoring']}/v1/churn/report",
                               {"as_of": as_of.isoformat()})

@@ -214,3 +214,30 @@ async def test_churn_report_asks_the_provider_for_its_token_in_oidc_mode() -> No
     dev = PlatformSettings()
     minted = await TokenVerifier(dev).verify(await report_token(dev))
     assert minted.subject == "churn-report" and minted.has("scoring:read")
+
+
+async def test_churn_report_presents_a_current_token_on_every_request() -> None:
+    """Waiting for the platform to catch up can outlast one five-minute dev token: each
+    request asks for the current one (ServiceTokens mints or renews as needed)."""
+    from tenure_cli.report import BearerAuth
+
+    class Counting(ServiceTokens):
+        def __init__(self) -> None:
+            super().__init__(PlatformSettings(), subject="churn-report", scopes=["scoring:read"])
+            self.calls = 0
+
+        async def get(self) -> str:
+            self.calls += 1
+            return f"token-{self.calls}"
+
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Authorization"])
+        return httpx.Response(200, json={})
+
+    async with httpx.AsyncClient(auth=BearerAuth(Counting()),
+                                 transport=httpx.MockTransport(answer)) as client:
+        for _ in range(3):
+            await client.get("http://scoring.test/readyz")
+    assert seen == ["Bearer token-1", "Bearer token-2", "Bearer token-3"]
