@@ -15,6 +15,7 @@ import httpx
 import orjson
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.auth import mint_token
@@ -106,6 +107,19 @@ class Namespace:
     async def teardown(self) -> None:
         if self.producer is not None:
             await self.producer.stop()
+        await self.delete_topics()
+
+    async def delete_topics(self) -> None:
+        """Best effort: the namespace's topics go, so a broker that serves many test runs does
+        not pile up partitions (each holds open files; tens of thousands exhaust the limit)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        with contextlib.suppress(Exception):
+            await admin.start()
+            mine = [t for t in await admin.list_topics() if t.startswith(f"{self.prefix}.")]
+            if mine:
+                await admin.delete_topics(mine)
+        with contextlib.suppress(Exception):
+            await admin.close()
 
     async def publish(self, topic: str, event: EnvelopeBase) -> None:
         assert self.producer is not None
