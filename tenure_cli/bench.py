@@ -48,7 +48,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared import events as ev
-from shared.events import EnvelopeBase, encode_event
+from shared.events import EnvelopeBase, derived_event_id, encode_event
 from shared.kit import EventConsumer, RawRecord
 from shared.logs import configure_logging
 from shared.metrics import KitMetrics
@@ -475,11 +475,12 @@ class ParseOnlyConsumer(EventConsumer):
     transaction (`_apply`) and the watermark load on assignment are left out.
     """
 
-    def __init__(self, *, settings: ServiceSettings, group_id: str):
+    def __init__(self, *, settings: ServiceSettings, group_id: str,
+                 topics: Any = None):
         super().__init__(
             settings=settings,
             engine=None,  # type: ignore[arg-type]  # never used: no database here
-            topics=INPUT_TOPICS.values(),
+            topics=INPUT_TOPICS.values() if topics is None else topics,
             handlers={},
             store_factory=lambda conn: None,
             metrics=KitMetrics("bench_baseline"),
@@ -500,13 +501,57 @@ class ParseOnlyConsumer(EventConsumer):
         parsed, rejected = self._parse(records)
         self.parsed += len(parsed)
         self.rejected += len(rejected)
+        await self._handle(parsed)
         await self._commit_offsets(batch)
         self.batches_done += 1
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.on_committed()
 
+    async def _handle(self, parsed: list[Any]) -> None:
+        return None
+
     async def load_watermarks(self, partitions: Any) -> None:
         return None
+
+
+class ScoreOnlyConsumer(ParseOnlyConsumer):
+    """The scoring ceiling: the kit's loop (getmany, parse and validate, commit) plus, for
+    every `profile.updated`, what the issue asks of each score and nothing else:
+    `assess_facts` (probability, band, reasons) and its `churn.scored` published, awaited
+    before the offsets are committed. No database: no state, no activity log, no inbox, no
+    outbox, no history, no facts computed (the facts are the service's own, replayed in
+    order). Any implementation of the scoring service on this kit does at least this much
+    per score, so its throughput bounds the service's from above."""
+
+    def __init__(self, *, settings: ServiceSettings, group_id: str, topics: Any,
+                 model: Any, facts: list[dict[str, float]], producer: AIOKafkaProducer):
+        super().__init__(settings=settings, group_id=group_id, topics=topics)
+        self.model = model
+        self.facts = facts
+        self.producer = producer
+        self.scored = 0
+        self.output = settings.topic(OUTPUT_TOPICS["churn_scores"])
+
+    async def _handle(self, parsed: list[Any]) -> None:
+        from services.scoring.handlers import churn_scored
+        from services.scoring.model import assess_facts
+
+        s = self.settings
+        cuts, top = s.band_cuts, s.top_reasons  # type: ignore[attr-defined]
+        futures = []
+        for item in parsed:
+            event = item.event
+            if event.event_type != "profile.updated":
+                continue
+            facts = self.facts[self.scored % len(self.facts)]
+            self.scored += 1
+            a = assess_facts(self.model, facts, cuts, top)
+            out = churn_scored(s, event.customer_id, a, event.occurred_at,
+                               event_id=derived_event_id("churn.scored", event.event_id),
+                               occurred_at=event.occurred_at, causation_id=event.event_id)
+            futures.append(await self.producer.send(
+                self.output, value=encode_event(out), key=event.customer_id.encode()))
+        await asyncio.gather(*futures)
 
 
 # ------------------------------------------------------------------ the run
@@ -2344,6 +2389,7 @@ async def run_scoring(args: argparse.Namespace) -> dict[str, Any]:
     the facts of those very scores."""
     ns = _new_namespace("scoring", args.partitions)
     settings = ns.settings("scoring", run_learner=False)
+    ceiling_group = f"{ns.prefix}.bench-scoring-ceiling"
     say(f"scoring throughput: namespace {ns.prefix} ({ns.partitions} partitions)")
     builder = ScoringMixBuilder(args.seed, args.scoring_customers)
     champion = _bench_champion(builder, settings)
@@ -2374,6 +2420,9 @@ async def run_scoring(args: argparse.Namespace) -> dict[str, Any]:
                              "scoring warm-up")
         messages = encoded(events)
         del events
+        from services.scoring.consumer import TOPICS as scoring_topics
+
+        await _group_at_end(ns, ceiling_group, [settings.topic(t) for t in scoring_topics])
         gc.collect()
         publish = await _publish(ns, messages)
         n = len(messages)
@@ -2400,6 +2449,10 @@ async def run_scoring(args: argparse.Namespace) -> dict[str, Any]:
         say("  bare river loop (predict_proba_one + learn_one) on the same facts")
         bare = bare_river(served, facts, runs=3)
         breakdown = score_breakdown(served, facts, 3, settings.band_cuts, settings.top_reasons)
+        say("  ceiling: the kit's loop + assess_facts + churn.scored published, no database")
+        ceiling = await _scoring_ceiling(ns, settings, ceiling_group, served, facts, n, server,
+                                         args.timeout)
+        say(f"  ceiling {ceiling['scores_per_s']:,.0f} scores/s")
         service = {
             "events": n, "scores": scores_total,
             "scores_per_s": round(scores_total / to_relay.wall_s, 1),
@@ -2436,6 +2489,8 @@ async def run_scoring(args: argparse.Namespace) -> dict[str, Any]:
             "event_loop": _loop_name(),
             "service": service,
             "bare_river": bare,
+            "ceiling": ceiling,
+            "ratio_ceiling_to_bare": round(ceiling["scores_per_s"] / bare["per_s"], 3),
             "breakdown_cpu_us": breakdown,
             "ratio_service_to_bare": round(ratio, 3),
             "target_ratio": SCORING_TARGET_RATIO,
@@ -2447,9 +2502,60 @@ async def run_scoring(args: argparse.Namespace) -> dict[str, Any]:
             say(f"kept namespace {ns.prefix}")
         else:
             try:
-                await _drop_namespace(ns, ["scoring"], [settings.consumer_group])
+                await _drop_namespace(ns, ["scoring"], [settings.consumer_group, ceiling_group])
             except Exception as exc:  # noqa: BLE001
                 say(f"could not drop namespace {ns.prefix}: {type(exc).__name__}: {exc}")
+
+
+async def _group_at_end(ns: Namespace, group: str, topics: list[str]) -> None:
+    """Commit `group`'s offsets at the current end of `topics`: a consumer of that group
+    then reads only what is published afterwards."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=ns.bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(t, p) for t in topics
+                 for p in (consumer.partitions_for_topic(t) or set())]
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = [TopicPartition(t, p) for t in topics
+                     for p in (consumer.partitions_for_topic(t) or set())]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        await consumer.commit(dict(ends))
+    finally:
+        await consumer.stop()
+
+
+async def _scoring_ceiling(
+    ns: Namespace, settings: Any, group: str, model: Any, facts: list[dict[str, float]],
+    n: int, server: ServerCpu, timeout: float,
+) -> dict[str, Any]:
+    """`ScoreOnlyConsumer` over the timed events (its group was set at their start)."""
+    from services.scoring.consumer import TOPICS
+    from shared.outbox import make_producer
+
+    producer = make_producer(settings)
+    await producer.start()
+    consumer = ScoreOnlyConsumer(settings=settings, group_id=group, topics=TOPICS,
+                                 model=copy.deepcopy(model), facts=facts, producer=producer)
+    meter = Meter(n, server)
+    meter.attach(consumer)
+    meter.start()
+    task = asyncio.create_task(consumer.run(), name="bench-scoring-ceiling")
+    try:
+        await _wait(meter, task, timeout, "scoring ceiling")
+    finally:
+        consumer.stop()
+        await _finish(task)
+        await producer.stop()
+    window = meter.window()
+    if consumer.rejected or not consumer.scored:
+        raise RuntimeError(f"scoring ceiling: {consumer.scored} scores, "
+                           f"{consumer.rejected} events rejected")
+    return {**window.as_dict(), "scores": consumer.scored,
+            "scores_per_s": round(consumer.scored / window.wall_s, 1),
+            "cpu_us_per_score": round(window.cpu_s / consumer.scored * 1e6, 1)}
 
 
 def _scoring_topic(e: EnvelopeBase) -> str:
@@ -2990,6 +3096,13 @@ def render_scoring(r: dict[str, Any]) -> str:
         f"| {b['per_s']:,.0f} | {b['wall_s']:.2f} | {b['cpu_s']:.2f} "
         f"| {b['cpu_s'] / b['scores'] * 1e6:,.1f} | |",
     ]
+    ceiling = r.get("ceiling")
+    if ceiling:
+        lines.append(
+            f"| (c) Ceiling: the kit's loop + `assess_facts` + `churn.scored` published, "
+            f"no database | {ceiling['scores_per_s']:,.0f} | {ceiling['wall_s']:.2f} "
+            f"| {ceiling['cpu_s']:.2f} | {ceiling['cpu_us_per_score']:,.0f} "
+            f"| {server(ceiling['server_cpu_s'])} |")
     verdict = "meets" if r["meets_target"] else "is below"
     cpu_ratio = (1e6 / per["process_cpu"]) / b["per_cpu_s"] if per["process_cpu"] else 0.0
     inside = per.get("assess_facts_cpu_in_service", d["assess_facts"])
@@ -3004,6 +3117,18 @@ def render_scoring(r: dict[str, Any]) -> str:
         f"{sv['dead_lettered']} dead-lettered; the relay finished "
         f"{sv['relay_lag_after_ingest_s']:.2f}s after the last input batch was committed; "
         f"start-up (group join) {sv['startup_wall_s']:.2f}s, not counted.",
+    ]
+    if ceiling:
+        lines += [
+            "",
+            f"**Ceiling / bare river loop: {r['ratio_ceiling_to_bare']:.3f}x.** (c) does a strict "
+            "subset of what any scoring service on this kit must do per score (consume and "
+            "validate the input events, probability, band and reasons, publish `churn.scored` "
+            "before committing the offsets), with no database, no state and no facts to "
+            "compute, on the same events with the same champion after (a). "
+            f"The service reaches {sv['scores_per_s'] / ceiling['scores_per_s']:.2f} of it.",
+        ]
+    lines += [
         "",
         "Per score, CPU µs (same facts, same champion, median of three):",
         "",

@@ -200,16 +200,16 @@ def _sample(
     state.last_sample_at = at
 
 
-async def _emit(
-    uow: Uow, state: CustomerState, a: Assessment, as_of: datetime, *, event_id: Any,
+def churn_scored(
+    settings: Any, customer_id: str, a: Assessment, as_of: datetime, *, event_id: Any,
     occurred_at: datetime, causation_id: Any,
-) -> None:
-    settings: Any = uow.settings
+) -> ChurnScored:
+    """The `churn.scored` event of an assessment."""
     reasons = [ScoreReason(feature=r.feature, text=r.text, contribution=r.contribution)
                for r in a.reasons]
-    out = ChurnScored(
+    return ChurnScored(
         event_id=event_id,
-        customer_id=state.customer_id,
+        customer_id=customer_id,
         occurred_at=occurred_at,
         source=settings.source_id,
         causation_id=causation_id,
@@ -224,6 +224,15 @@ async def _emit(
             as_of=as_of,
         ),
     )
+
+
+async def _emit(
+    uow: Uow, state: CustomerState, a: Assessment, as_of: datetime, *, event_id: Any,
+    occurred_at: datetime, causation_id: Any,
+) -> None:
+    out = churn_scored(uow.settings, state.customer_id, a, as_of, event_id=event_id,
+                       occurred_at=occurred_at, causation_id=causation_id)
+    reasons = out.payload.reasons
     if state.score is None or as_of >= state.score["as_of"]:
         state.score = {
             "probability": a.probability, "band": a.band.value, "model": a.model,

@@ -77,5 +77,13 @@ def test_the_report_states_the_ratio_against_its_target() -> None:
     assert "**Scoring service / bare river loop: 0.025x** (is below the 0.6x target)" in text
     assert "commit abc1234" in text
     assert "| &nbsp;&nbsp;of which outside `assess_facts`" in text and "| 800.0 |" in text
+    assert "(c) Ceiling" not in text  # runs before the ceiling existed render as they were
+    result["ceiling"] = {"scores": 10, "scores_per_s": 5_000.0, "wall_s": 0.002,
+                         "cpu_s": 0.002, "cpu_us_per_score": 200.0, "server_cpu_s": {}}
+    result["ratio_ceiling_to_bare"] = 0.5
+    text = render_scoring(result)
+    assert "| (c) Ceiling: the kit's loop + `assess_facts` + `churn.scored` published" in text
+    assert "**Ceiling / bare river loop: 0.500x.**" in text
+    assert "The service reaches 0.05 of it." in text
     assert render_scoring({"timestamp": "t", "error": "TimeoutError: x"}).endswith(
         "**failed**: TimeoutError: x")
