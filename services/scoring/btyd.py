@@ -244,10 +244,12 @@ class BTYDLogisticClassifier(base.Classifier):
                 b_sum = sum(moved_terms)
             head, quiet = base_head, base_quiet
             if structural:
-                merged = {**x, **variant}
-                rv = max(float(merged.get(self.recency, 0.0)), 0.0)
-                tv = max(float(merged.get(self.tenure, 0.0)), rv)
-                ev = max(float(merged.get(self.events, 1.0)), 1.0)
+                def get(k: str, default: float) -> float:
+                    return float(variant[k] if k in variant else x.get(k, default))
+
+                rv = max(get(self.recency, 0.0), 0.0)
+                tv = max(get(self.tenure, 0.0), rv)
+                ev = max(get(self.events, 1.0), 1.0)
                 head, quiet = history(rv, tv, ev)
             log_odds = head + b_sum
             clipped = min(max(log_odds, -_LOGIT_LIMIT), _LOGIT_LIMIT)

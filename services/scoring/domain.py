@@ -515,28 +515,13 @@ def model_inputs(facts: Mapping[str, float], horizon_days: float = 90.0) -> dict
     >>> sorted(x) == sorted(INPUTS)
     True
     """
-    h = float(horizon_days)
-    rate, recency, tenure, lifetime = _rate(facts, h)
-    silence = rate * recency
-    span = h + tenure
-    seen_for = max(span - recency, h)
+    x = pace_inputs(facts, horizon_days)
     nps = facts.get("last_nps", MISSING)
     salary_days = facts.get("days_since_salary", MISSING)
     balance = facts.get("total_balance", 0.0)
-    return {
-        "recency_log": math.log1p(recency),
-        "recency_horizons": min(recency / h, 3.0),
-        "silence": min(silence, 20.0),
-        "silence_log": math.log1p(silence),
-        "pace_log": math.log(rate * h),
-        "quiet_chance": math.exp(-rate * h),
-        "silence_vs_lifetime": min(lifetime * math.log(span / seen_for), 50.0),
+    x.update({
         "purchases_30_log": math.log1p(max(facts.get("purchases_30", 0.0), 0.0)),
         "purchases_90_log": math.log1p(max(facts.get("purchases_90", 0.0), 0.0)),
-        "purchases_365_log": math.log1p(max(facts.get("purchases_365", 0.0), 0.0)),
-        "lifetime_log": math.log1p(lifetime),
-        "tenure_log": math.log1p(tenure),
-        "is_new": 1.0 if tenure < h else 0.0,
         "purchase_trend": facts.get("purchase_trend", 0.0),
         "gap_stretch_log": (math.log(stretch) if (stretch := facts.get("gap_stretch", MISSING)) > 0
                             else 0.0),
@@ -555,6 +540,34 @@ def model_inputs(facts: Mapping[str, float], horizon_days: float = 90.0) -> dict
         "nps_detractor": 1.0 if 0 <= nps <= 6 else 0.0,
         "nps_promoter": 1.0 if nps >= 9 else 0.0,
         "digital_share": facts.get("digital_share", 0.0),
+    })
+    return x
+
+
+# The facts that set the customer's pace (`_rate`); `pace_inputs` are the inputs they move.
+PACE_FACTS = ("recency_days", "tenure_days", "purchases_365", "transactions_lifetime")
+
+
+def pace_inputs(facts: Mapping[str, float], horizon_days: float = 90.0) -> dict[str, float]:
+    """The model inputs that depend on the customer's pace (`PACE_FACTS`), as
+    `model_inputs` gives them: what a counterfactual on a pace fact has to recompute."""
+    h = float(horizon_days)
+    rate, recency, tenure, lifetime = _rate(facts, h)
+    silence = rate * recency
+    span = h + tenure
+    seen_for = max(span - recency, h)
+    return {
+        "recency_log": math.log1p(recency),
+        "recency_horizons": min(recency / h, 3.0),
+        "silence": min(silence, 20.0),
+        "silence_log": math.log1p(silence),
+        "pace_log": math.log(rate * h),
+        "quiet_chance": math.exp(-rate * h),
+        "silence_vs_lifetime": min(lifetime * math.log(span / seen_for), 50.0),
+        "purchases_365_log": math.log1p(max(facts.get("purchases_365", 0.0), 0.0)),
+        "lifetime_log": math.log1p(lifetime),
+        "tenure_log": math.log1p(tenure),
+        "is_new": 1.0 if tenure < h else 0.0,
     }
 
 

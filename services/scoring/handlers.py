@@ -65,7 +65,7 @@ async def on_profile_updated(event: ProfileUpdated, *, uow: Uow, now: datetime) 
     if state.scored and not state.closed and store.clock is not None:
         # Points before this snapshot are judged with the previous one (while the activity
         # before them is known).
-        known = store.clock.activity().get(state.partition)
+        known = store.clock.activity_of(state.partition)
         if known is not None:
             await catch_up(uow, state, until=min(event.occurred_at, known), inclusive=False,
                            known=known)

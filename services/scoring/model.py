@@ -18,6 +18,7 @@ from services.scoring.btyd import BTYDLogisticClassifier
 from services.scoring.domain import (
     INPUTS,
     LOCAL_INPUTS,
+    PACE_FACTS,
     REFERENCE,
     Facts,
     Memory,
@@ -27,6 +28,7 @@ from services.scoring.domain import (
     counterfactuals_with,
     facts_at,
     model_inputs,
+    pace_inputs,
     reasons_from,
     recency_prior,
 )
@@ -53,12 +55,26 @@ BEHAVIOUR = (
 def inputs_of(facts: Facts, horizon_days: float) -> dict[str, float]:
     """Every model input: the transformed features plus the raw days and counts."""
     x = model_inputs(facts, horizon_days)
-    recency = max(facts.get("recency_days", 0.0), 0.0)
-    x["recency_days"] = recency
-    x["tenure_days"] = max(facts.get("tenure_days", 0.0), recency)
-    x["lifetime_events"] = max(facts.get("transactions_lifetime", 0.0),
-                               facts.get("purchases_365", 0.0), 1.0)
+    x.update(_history(facts))
     return x
+
+
+def pace_inputs_of(facts: Facts, horizon_days: float) -> dict[str, float]:
+    """The inputs of `inputs_of` that the customer's pace (`PACE_FACTS`) moves; no other
+    fact moves them and they move no other input."""
+    x = pace_inputs(facts, horizon_days)
+    x.update(_history(facts))
+    return x
+
+
+def _history(facts: Facts) -> dict[str, float]:
+    recency = max(facts.get("recency_days", 0.0), 0.0)
+    return {
+        "recency_days": recency,
+        "tenure_days": max(facts.get("tenure_days", 0.0), recency),
+        "lifetime_events": max(facts.get("transactions_lifetime", 0.0),
+                               facts.get("purchases_365", 0.0), 1.0),
+    }
 
 
 def _btyd(horizon_days: float, seed: int) -> base.Classifier:
@@ -174,7 +190,8 @@ class ChurnModel:
             else:
                 counterfactual = dict(facts)
                 counterfactual[n] = REFERENCE[n]
-                moved_inputs = inputs_of(counterfactual, h)
+                moved_inputs = (pace_inputs_of if n in PACE_FACTS else inputs_of)(
+                    counterfactual, h)
                 v = {k: value for k, value in moved_inputs.items() if value != x[k]}
                 variants.append(v or None)
         todo = [v for v in variants if v is not None]

@@ -51,19 +51,33 @@ class Clock:
         partitions = {tp.partition for tp in list(kit.assigned) if tp.topic in self.topics}
         out: dict[int, datetime] = {}
         for p in partitions:
-            clocks, active = [], []
-            for topic in self.topics:
-                if (topic, p) not in marks.max_seen:
-                    continue
-                at = marks.clock(topic, p, idle_after=self.idle_after, wall=wall)
-                if at is None:
-                    continue
-                clocks.append(at)
-                if wall - marks.last_event_wall.get((topic, p), float("-inf")) < self.idle_after:
-                    active.append(at)
-            if clocks:
-                out[p] = min(active) if active else max(clocks)
+            at = self._activity_of(marks, p, wall)
+            if at is not None:
+                out[p] = at
         return out
+
+    def activity_of(self, partition: int) -> datetime | None:
+        """`activity().get(partition)`, computed for that partition alone."""
+        kit = self._consumer()
+        if not any(tp.partition == partition and tp.topic in self.topics
+                   for tp in list(kit.assigned)):
+            return None
+        return self._activity_of(kit.marks, partition, time.monotonic())
+
+    def _activity_of(self, marks: Any, p: int, wall: float) -> datetime | None:
+        clocks, active = [], []
+        for topic in self.topics:
+            if (topic, p) not in marks.max_seen:
+                continue
+            at = marks.clock(topic, p, idle_after=self.idle_after, wall=wall)
+            if at is None:
+                continue
+            clocks.append(at)
+            if wall - marks.last_event_wall.get((topic, p), float("-inf")) < self.idle_after:
+                active.append(at)
+        if not clocks:
+            return None
+        return min(active) if active else max(clocks)
 
     def points(self, activity: dict[int, datetime] | None = None) -> dict[int, datetime]:
         kit = self._consumer()

@@ -12,6 +12,7 @@ from services.scoring.domain import (
     FACTS,
     LOCAL_INPUTS,
     MISSING,
+    PACE_FACTS,
     OPTIONAL_FACTS,
     REFERENCE,
     Facts,
@@ -19,7 +20,14 @@ from services.scoring.domain import (
     counterfactuals_with,
     reasons_for,
 )
-from services.scoring.model import BEHAVIOUR, KINDS, ChurnModel, assess_facts, inputs_of
+from services.scoring.model import (
+    BEHAVIOUR,
+    KINDS,
+    ChurnModel,
+    assess_facts,
+    inputs_of,
+    pace_inputs_of,
+)
 
 CUTS = (0.25, 0.5, 0.75)
 
@@ -81,6 +89,22 @@ def test_local_facts_move_only_their_own_inputs() -> None:
         for name, own in LOCAL_INPUTS.items():
             moved = inputs_of(dict(facts, **{name: REFERENCE[name]}), 90)
             assert moved == {**x, **{k: at_reference[k] for k in own}}, (name, facts)
+
+
+def test_pace_facts_move_only_the_pace_inputs() -> None:
+    """The other half: a pace fact set back to the reference moves no input outside
+    `pace_inputs_of`, which gives those inputs exactly as `inputs_of` does; and every fact
+    is either local or a pace fact."""
+    assert set(PACE_FACTS) | set(LOCAL_INPUTS) == set(REFERENCE)
+    assert not set(PACE_FACTS) & set(LOCAL_INPUTS)
+    for facts in customers(400, seed=13):
+        x = inputs_of(facts, 90)
+        pace = pace_inputs_of(facts, 90)
+        assert pace == {k: x[k] for k in pace}
+        for name in PACE_FACTS:
+            counterfactual = dict(facts, **{name: REFERENCE[name]})
+            moved = inputs_of(counterfactual, 90)
+            assert moved == {**x, **pace_inputs_of(counterfactual, 90)}, (name, facts)
 
 
 def test_the_table_names_real_facts_and_inputs() -> None:
