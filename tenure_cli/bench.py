@@ -3054,6 +3054,14 @@ asserted). `./dev bench --only scoring` runs this section alone.
   `predict_proba_one` then `learn_one` of a copy of the same champion, in a plain Python loop
   (median of three runs, each on a fresh copy). It has no Kafka, no database, no facts, no
   reasons.
+- **Ceiling** (c): the same events again, in a fresh consumer group, through the consumer
+  kit's own loop (fetch, parse and validate every event, commit offsets) which, for every
+  `profile.updated`, calls `assess_facts` with the same champion on the facts (a) scored
+  (probability, band, reasons) and publishes the `churn.scored` event with the relay's
+  producer, awaited before the offsets are committed. It has no database: no inbox, no
+  state, no activity log, no facts computed, no history, no outbox. Every scoring service
+  built on this kit that publishes each score with its reasons does at least this much per
+  score, so (c) / (b) is the highest ratio any of them could reach on this host.
 - **Ratio** = (a) / (b), both in wall-clock scores per second on the same host in the same
   run. The per-score breakdown times each step of the scoring path in CPU microseconds on
   the same facts and champion (median of three), so the gap can be read: what the service
