@@ -965,6 +965,11 @@ class ImportOptions:
     tmp_dir: str | None = None
     progress: bool = True
     allow_future: bool = False
+    # Publish only events at or before this time (a backtest's cut-off); later valid events
+    # are counted as held back.
+    until: datetime | None = None
+    # Called with every valid event, published or held back (a backtest's labels).
+    observer: Callable[[EnvelopeBase], None] | None = None
 
     @property
     def rejects_path(self) -> Path:
@@ -980,6 +985,8 @@ class ImportResult:
     rows_read: int = 0
     events: int = 0
     published: int = 0
+    held_back: int = 0
+    until: datetime | None = None
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     customers: int = 0
@@ -1000,7 +1007,7 @@ class ImportResult:
 
     def as_json(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items()}
-        for k in ("first_at", "last_at"):
+        for k in ("first_at", "last_at", "until"):
             out[k] = out[k].isoformat().replace("+00:00", "Z") if out[k] else None
         out["reject_ratio"] = round(self.reject_ratio, 6)
         return out
@@ -1020,6 +1027,9 @@ class ImportResult:
         ]
         for reason, n in sorted(self.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    {n:>10,}  {reason}")
+        if self.until is not None:
+            lines.append(f"  held back        {self.held_back:,} events after --until "
+                         f"{self.until.isoformat().replace('+00:00', 'Z')}")
         lines.append(f"  customers        {self.customers:,}")
         if self.first_at and self.last_at:
             days = (self.last_at - self.first_at).total_seconds() / 86400
@@ -1085,18 +1095,27 @@ def _jsonl_kind(reason: str) -> str:
 class _Collector:
     """Events (valid and sorted later) and the figures of the summary."""
 
-    def __init__(self, sorter: ExternalSorter, result: ImportResult):
+    def __init__(self, sorter: ExternalSorter, result: ImportResult,
+                 until: datetime | None = None,
+                 observer: Callable[[EnvelopeBase], None] | None = None):
         self.sorter = sorter
         self.result = result
+        self.until = until
+        self.observer = observer
         self.customers: set[str] = set()
         self.topics: Counter[str] = Counter()
 
     def add(self, event: EnvelopeBase, line: int) -> None:
-        self.sorter.add(event_record(event, line))
         self.result.events += 1
-        self.customers.add(event.customer_id)
-        self.topics[topic_of(event.event_type)] += 1
+        if self.observer is not None:
+            self.observer(event)
         moment = event.occurred_at
+        if self.until is not None and moment > self.until:
+            self.result.held_back += 1
+        else:
+            self.sorter.add(event_record(event, line))
+            self.customers.add(event.customer_id)
+            self.topics[topic_of(event.event_type)] += 1
         if self.result.first_at is None or moment < self.result.first_at:
             self.result.first_at = moment
         if self.result.last_at is None or moment > self.result.last_at:
@@ -1269,7 +1288,8 @@ async def run_import(
     not_after = None if options.allow_future else datetime.now(UTC) + timedelta(days=1)
 
     sorter = ExternalSorter(event_sort_key, chunk_rows=options.chunk_rows, tmp_dir=options.tmp_dir)
-    collector = _Collector(sorter, result)
+    collector = _Collector(sorter, result, options.until, options.observer)
+    result.until = options.until
     rejects = _Rejects(options.rejects_path, result)
     try:
         stream, raw = open_input(path)
@@ -1310,7 +1330,7 @@ async def run_import(
                 f"{result.reject_ratio:.1%} of rows rejected, more than --max-reject-ratio "
                 f"{options.max_reject_ratio:g}: nothing published"
             )
-        elif not options.dry_run and result.events:
+        elif not options.dry_run and result.events > result.held_back:
             await _publish(options, settings, sorter, result, progress)
     finally:
         rejects.discard()  # no-op once closed; an interrupted read leaves no partial file
@@ -1387,6 +1407,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="amounts written 1.234,50")
     parser.add_argument("--allow-future", action="store_true",
                         help="accept event times more than a day ahead of now")
+    parser.add_argument("--until", metavar="TIME", default=None,
+                        help="publish only events at or before TIME (ISO 8601 or a date, "
+                             "UTC unless it has an offset); later rows are still validated "
+                             "and counted as held back")
     parser.add_argument("--window", type=int, default=5000,
                         help="sends in flight before awaiting their acknowledgements")
     parser.add_argument("--dry-run", action="store_true",
@@ -1439,7 +1463,20 @@ def options_from(args: argparse.Namespace) -> ImportOptions:
         tmp_dir=args.tmp_dir,
         progress=not args.quiet,
         allow_future=args.allow_future,
+        until=_until(args.until),
     )
+
+
+def _until(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    from tenure_cli.report import parse_as_of
+
+    try:
+        return parse_as_of(text)
+    except ValueError:
+        raise UsageError(f"--until {text!r}: a date (YYYY-MM-DD, the end of that day in "
+                         "UTC) or a time with a UTC offset") from None
 
 
 def main(args: argparse.Namespace) -> int:

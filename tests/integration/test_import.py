@@ -140,6 +140,27 @@ async def test_a_rerun_publishes_the_same_events_with_the_same_ids(
     assert all(len(values) == 1 for values in raw.values()), "byte-identical re-publication"
 
 
+async def test_until_publishes_the_past_and_shows_the_rest_to_the_observer(
+    ns: Namespace, tmp_path: Path
+) -> None:
+    """A backtest's import: events after the cut-off are validated and seen, not published."""
+    source = tmp_path / "cards.csv"
+    good, _ = _bank_file(source)
+    cut = datetime(2024, 1, 1, tzinfo=UTC)
+    seen: list[Any] = []
+    result = await run_import(_options(source, until=cut, observer=seen.append), ns.platform())
+    published = await ns.read_topic(TRANSACTIONS)
+    times = [parse_event(m["raw"]).occurred_at for m in published]
+    later = [e for e in seen if e.occurred_at > cut]
+    assert len(seen) == result.events == len(good)
+    assert published and later, "the seeded file has rows on both sides of the cut"
+    assert max(times) <= cut and len(published) == result.published == len(good) - len(later)
+    assert result.held_back == len(later)
+    assert {m["value"]["event_id"] for m in published} == {
+        str(e.event_id) for e in seen if e.occurred_at <= cut}
+    assert "held back" in result.summary()
+
+
 async def _run_cli(ns: Namespace, *args: str) -> tuple[int, str, str]:
     """`tenure import ...` as an operator runs it, against this test's topics."""
     process = await asyncio.create_subprocess_exec(

@@ -518,12 +518,15 @@ async def test_a_whitespace_file_without_header_imports_with_named_columns(
         "\n"
         "00005 19970101  1\n"
     )
-    args = build_parser().parse_args([
+    args_list = [
         "import", str(source), "--delimiter", "whitespace",
         "--columns", "id,date,quantity,amount", "--map", "customer_id=id,occurred_at=date",
-        "--dry-run", "--quiet", "--tmp-dir", str(tmp_path)])
+        "--dry-run", "--quiet", "--tmp-dir", str(tmp_path)]
+    args = build_parser().parse_args(args_list)
     options = options_from(args)
-    assert options.columns == ("id", "date", "quantity", "amount")
+    assert options.columns == ("id", "date", "quantity", "amount") and options.until is None
+    cut = options_from(build_parser().parse_args([*args_list, "--until", "1997-06-30"]))
+    assert cut.until == datetime(1997, 7, 1, tzinfo=UTC)  # the end of that day
     result = await run_import(options)
     assert (result.rows_read, result.events, result.rejected) == (7, 4, 3)
     assert result.customers == 3 and result.first_at == datetime(1997, 1, 1, tzinfo=UTC)
@@ -538,6 +541,8 @@ async def test_a_whitespace_file_without_header_imports_with_named_columns(
     (["--columns", "id,,amount"], "every column needs a name"),
     (["--columns", "id,id"], "names must differ"),
     (["--delimiter", "ab"], "one character or 'whitespace'"),
+    (["--until", "1997-13-30"], "--until '1997-13-30': a date"),
+    (["--until", "1997-06-30T12:00:00"], "a time with a UTC offset"),
 ])
 def test_columns_and_delimiter_mistakes_are_usage_errors(
     tmp_path: Path, argv: list[str], message: str,
