@@ -193,6 +193,22 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         import_arguments(importer)
     importer.set_defaults(func=_delegate("importer"))
 
+    backtest = sub.add_parser(
+        "backtest",
+        help="replay a history file through a private platform and judge its churn scores",
+        description="Reads the file as `tenure import` does, replays the events up to "
+        "--as-of through the four services on a private namespace, and judges the churn "
+        "report as of that date against what the file says happened in the next --horizon "
+        "days, next to the recency and BG/NBD baselines (AUC with paired bootstrap margins, "
+        "lift, calibration). Long: progress goes to stderr. Exit codes: 0 written, 2 bad "
+        "arguments or a file that does not cover the horizon, 4 Kafka or PostgreSQL failed.",
+    )
+    if wanted("backtest"):
+        from tenure_cli.backtest import add_arguments as backtest_arguments
+
+        backtest_arguments(backtest)
+    backtest.set_defaults(func=_delegate("backtest"))
+
     dlq = sub.add_parser(
         "dlq", help="list dead letters with their reasons; replay them to their topic",
         description="Dead letters are messages a service refused (malformed, invalid, "
