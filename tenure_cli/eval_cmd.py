@@ -36,6 +36,7 @@ from shared.settings import ALL_TOPICS, PlatformSettings
 from shared.topics import ensure_topics
 from tenure_cli import evaluation as ev
 from tenure_cli.btyd import BGNBD, rfm_arrays, rfm_summary
+from tenure_cli.oracle import purchase_oracle
 from tenure_cli.procs import ServiceProcess
 from tenure_cli.publish import EventPublisher
 from tenure_cli.report import churn_report, parse_as_of
@@ -165,6 +166,16 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
     # No purchase at all in the calibration window: nothing to extrapolate, treat as gone.
     btyd_scores = np.array([float(p_none.get(c, 1.0)) for c in customers])
 
+    # A ceiling, not a baseline (tenure_cli.oracle): the true churn probability given the
+    # history and each customer's own simulated parameters, which no model sees.
+    oracle = None
+    if config.profile == "purchases":
+        oracle_scores = np.array([purchase_oracle(config, c, history.activity[c], as_of, horizon)
+                                  for c in customers])
+        oracle = {**ev.summarize(y, oracle_scores, probabilities=oracle_scores),
+                  "minus_btyd": ev.auc_difference(y, oracle_scores, btyd_scores),
+                  "model_minus_oracle": ev.auc_difference(y, model, oracle_scores)}
+
     stages = [stage_histories[c]["stage"] if c in stage_histories else report[c]["stage"]
               for c in customers]
     stage_figures = stage_accuracy(customers, labelled.labels, labelled.outcome, stages,
@@ -192,6 +203,7 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
         "recency_baseline": ev.summarize(y, recency_scores),
         "btyd_baseline": {**ev.summarize(y, btyd_scores, probabilities=btyd_scores),
                           "params": btyd.params},
+        "oracle_ceiling": oracle,
         # Paired bootstrap over customers: is the model's AUC margin more than sampling noise?
         "model_vs_baselines": {
             "recency": ev.auc_difference(y, model, recency_scores),
@@ -531,11 +543,26 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"| {label} | {_fmt(m['auc'])} | {_fmt(m.get('brier'))} | "
                 f"{_fmt(m['top_decile_lift'])} | {_fmt(m['base_rate'])} |"
             )
+        oracle = run.get("oracle_ceiling")
+        if oracle:
+            lines.append(
+                f"| *ceiling, not a baseline*: oracle (each customer's true simulated "
+                f"parameters) | {_fmt(oracle['auc'])} | {_fmt(oracle.get('brier'))} | "
+                f"{_fmt(oracle['top_decile_lift'])} | {_fmt(oracle['base_rate'])} |")
         margins = run.get("model_vs_baselines") or {}
         shown = [f"{name} {_margin(margins.get(key))}"
                  for name, key in (("recency", "recency"), ("BG/NBD", "btyd"))]
         lines += ["", "Model AUC minus baseline AUC, with a 95 % paired bootstrap interval over "
                       f"customers (an interval holding 0 is a tie): {'; '.join(shown)}."]
+        if oracle:
+            lines += ["", "The oracle ranks by the true probability of churn given the history "
+                          "up to as_of *and* the customer's own simulated purchase rate and "
+                          "dropout chance (`tenure_cli/oracle.py`): an upper bound, in "
+                          "expectation, for any ranking from the history, which does not reveal "
+                          "those parameters (what a history-only ranking can reach is lower). "
+                          "Oracle minus BG/NBD "
+                          f"{_margin(oracle.get('minus_btyd'))}; model minus oracle "
+                          f"{_margin(oracle.get('model_minus_oracle'))}."]
         s = run["stages"]
         lines += [
             "",

@@ -1,0 +1,110 @@
+"""The purchases ceiling's probability (tenure_cli.oracle): hand-checkable cases and limits."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from tenure_cli.oracle import churn_probability, purchase_latents, purchase_oracle
+from tenure_cli.simulator import SimConfig, persona, simulate
+
+H = 90.0
+
+
+def closed_form(rate: float, hazard: float, silence: float) -> float:
+    """Without returns: P(alive | silence) = 1 / (1 + mu/k (e^{k r} - 1)), k = rate + mu,
+    and an alive customer buys in the window with probability rate/k (1 - e^{-k H})."""
+    k = rate + hazard
+    alive = 1.0 / (1.0 + hazard / k * math.expm1(k * silence))
+    return 1.0 - alive * rate / k * -math.expm1(-k * H)
+
+
+def test_purchase_at_as_of_is_alive_for_sure() -> None:
+    # Just bought: alive; churns only if dropout or the next gap beats the window.
+    p = churn_probability([0.0, 40.0, 100.0], 100.0, H, 0.05, 0.01)
+    assert p == pytest.approx(1 - 0.05 / 0.06 * (1 - math.exp(-0.06 * H)), rel=1e-12)
+
+
+def test_no_dropout_is_a_poisson_gap() -> None:
+    # hazard 0: never leaves; P(no purchase in H) = exp(-rate H), whatever the silence.
+    for silence in (0.0, 30.0, 400.0):
+        assert churn_probability([0.0], silence, H, 0.02, 0.0) == pytest.approx(
+            math.exp(-0.02 * H), rel=1e-9)
+
+
+def test_long_silence_is_gone_and_recent_purchase_is_safer() -> None:
+    recent = churn_probability([0.0, 95.0], 100.0, H, 0.1, 0.01)
+    silent = churn_probability([0.0, 5.0], 100.0, H, 0.1, 0.01)
+    assert recent < 0.5 < silent
+    assert silent == pytest.approx(closed_form(0.1, 0.01, 95.0), rel=1e-12)
+    assert churn_probability([0.0], 600.0, H, 0.1, 0.01) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_history_before_the_last_purchase_does_not_matter_without_returns() -> None:
+    # Memoryless: only the silence since the last purchase counts.
+    a = churn_probability([0.0, 1.0, 2.0, 50.0], 80.0, H, 0.05, 0.005)
+    b = churn_probability([40.0, 50.0], 80.0, H, 0.05, 0.005)
+    assert a == pytest.approx(b, rel=1e-12) == pytest.approx(closed_form(0.05, 0.005, 30.0))
+
+
+def test_rates_to_zero_mean_certain_churn() -> None:
+    # Nobody buys at a vanishing rate: no purchase in the window, dead or alive.
+    assert churn_probability([0.0], 10.0, H, 1e-12, 1e-13) == pytest.approx(1.0, abs=1e-9)
+    # A vanishing hazard with a steady rate: the Poisson gap again.
+    assert churn_probability([0.0], 10.0, H, 0.03, 1e-15) == pytest.approx(math.exp(-2.7))
+
+
+def test_returns_only_touch_long_silences() -> None:
+    # A return needs >= 200 days after the dropout: a 60-day silence cannot come back in H.
+    short = dict(purchases=[0.0], as_of=60.0, horizon=H, rates=0.2, hazard=0.05)
+    assert churn_probability(**short, return_share=0.08) == pytest.approx(
+        churn_probability(**short), rel=1e-12)
+    # After 400 days of silence a fast buyer is surely gone; they come back in the window
+    # with probability 0.08 * P(delay in (400 - u, 490 - u]) ~ 0.08 * 90 / 300 (dropout at
+    # the last purchase, u = 400).
+    p = churn_probability([0.0], 400.0, H, 0.5, 0.5, return_share=0.08)
+    assert p == pytest.approx(1 - 0.08 * 90 / 300, abs=2e-3)
+
+
+def test_a_customer_who_came_back_no_longer_drops_out() -> None:
+    # A 300-day gap at a rate of 0.2 a day is all but impossible for a customer who stayed:
+    # they left and came back, so only the Poisson gap stands between them and a purchase.
+    # A 30-day silence then means nothing: exp(-0.2 H).
+    history = [0.0, 10.0, 310.0, 315.0]
+    p = churn_probability(history, 345.0, H, 0.2, 0.01, return_share=0.08)
+    assert p == pytest.approx(math.exp(-0.2 * H), rel=1e-3)
+    # Without returns the same 30 days of silence at that rate say "probably left".
+    assert churn_probability(history, 345.0, H, 0.2, 0.01) == pytest.approx(
+        closed_form(0.2, 0.01, 30.0), rel=1e-12)
+    assert closed_form(0.2, 0.01, 30.0) > 0.9
+
+
+def test_bad_input() -> None:
+    with pytest.raises(ValueError):
+        churn_probability([], 0.0, H, 0.1, 0.01)
+    with pytest.raises(ValueError):
+        churn_probability([5.0], 1.0, H, 0.1, 0.01)  # a purchase after as_of
+    with pytest.raises(ValueError):
+        churn_probability([0.0], 1.0, H, 0.0, 0.01)
+
+
+def test_oracle_on_a_small_simulation_beats_recency() -> None:
+    config = SimConfig(customers=300, seed=3, profile="purchases", days=700)
+    as_of = datetime(2025, 3, 1, tzinfo=UTC)
+    bought: dict[str, list[datetime]] = {}
+    for e in simulate(config):
+        bought.setdefault(e.customer_id, []).append(e.occurred_at)
+    ids = [c for c, ts in bought.items() if ts[0] <= as_of]
+    window = [any(as_of < t <= as_of + timedelta(days=H) for t in bought[c]) for c in ids]
+    y = np.array([0.0 if w else 1.0 for w in window])
+    oracle = np.array([purchase_oracle(config, c, bought[c], as_of, H) for c in ids])
+    recency = np.array([(as_of - max(t for t in bought[c] if t <= as_of)).days for c in ids])
+    from tenure_cli.evaluation import auc
+
+    assert auc(y, oracle) > auc(y, recency)
+    assert abs(oracle.mean() - y.mean()) < 0.06  # calibrated, roughly
+    rate, dropout = purchase_latents(config, 0)
+    assert rate == persona(config, 0).purchase_rate and 0 <= dropout <= 1
