@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import csv
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -43,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="figures as JSON (default <file>.backtest.json)")
     parser.add_argument("--doc", type=Path, default=None, help="also write a markdown report")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="also keep the churn report as of --as-of (CSV, as "
+                             "`tenure churn-report` writes it)")
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds to wait for the platform to catch up")
 
@@ -71,7 +75,8 @@ def main(args: argparse.Namespace) -> int:
                       else f"--as-of {args.as_of!r}: {exc}")
     out = args.out or args.file.with_name(args.file.name + ".backtest.json")
     try:
-        result = asyncio.run(run_backtest(options, as_of, args.horizon, timeout=args.timeout))
+        result = asyncio.run(run_backtest(options, as_of, args.horizon, timeout=args.timeout,
+                                          keep_report=args.report))
     except importer.UsageError as exc:
         return _usage(str(exc))
     except (KafkaError, OSError, TimeoutError) as exc:
@@ -90,6 +95,7 @@ def main(args: argparse.Namespace) -> int:
 
 async def run_backtest(
     options: importer.ImportOptions, as_of: datetime, horizon: int, *, timeout: float,
+    keep_report: Path | None = None,
 ) -> dict[str, Any]:
     """Read the file once to learn the labels (nothing published), check it covers the
     horizon, then replay its past on a private platform and judge the report."""
@@ -121,6 +127,9 @@ async def run_backtest(
             card = await fetch_model_summary(platform.settings, platform.urls["scoring"])
         with report_path.open() as f:
             report = {row["customer_id"]: row for row in csv.DictReader(f)}
+        if keep_report is not None:
+            keep_report.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(report_path, keep_report)
     judged = judge_report(report, history.activity, history.closed_all_at, history.first_seen,
                           history.purchases, as_of, horizon)
     return {

@@ -18,29 +18,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 import yaml
-from aiokafka.admin import AIOKafkaAdminClient
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.db import migrate
 from shared.events import EnvelopeBase
-from shared.settings import ALL_TOPICS, PlatformSettings
-from shared.topics import ensure_topics
+from shared.settings import PlatformSettings
 from tenure_cli import evaluation as ev
-from tenure_cli.btyd import BGNBD, rfm_arrays, rfm_summary
 from tenure_cli.oracle import purchase_oracle
-from tenure_cli.procs import ServiceProcess
+from tenure_cli.private_platform import judge_report, private_platform
 from tenure_cli.publish import EventPublisher
 from tenure_cli.report import churn_report, parse_as_of
-from tenure_cli.services import SERVICE_NAMES, migrations_dir, settings_class
 from tenure_cli.simulator import SimConfig, ground_truth, simulate
 
 FLAGGED_STAGES = {"at_risk", "dormant", "churned"}
@@ -101,27 +93,8 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
     as_of = parse_as_of(str(run["as_of"]))
     if as_of + timedelta(days=horizon) > config.end:
         raise SystemExit(f"run {run['name']}: as_of + horizon is beyond the simulated period")
-    prefix = f"eval{uuid.uuid4().hex[:8]}"
-    base = PlatformSettings()
-    env = {
-        "TENURE_KAFKA_BOOTSTRAP": base.kafka_bootstrap,
-        "TENURE_DATABASE_URL": base.database_url,
-        "TENURE_TOPIC_PREFIX": f"{prefix}.",
-        "TENURE_SCHEMA_PREFIX": f"{prefix}_",
-        "TENURE_LOG_LEVEL": "WARNING",
-    }
-    settings = PlatformSettings(topic_prefix=f"{prefix}.", schema_prefix=f"{prefix}_")
-    await ensure_topics(settings)
-    for name in SERVICE_NAMES:
-        await migrate(settings_class(name)(**{"topic_prefix": settings.topic_prefix,
-                                              "schema_prefix": settings.schema_prefix}),
-                      migrations_dir(name))
-    services = [ServiceProcess(n, env, workdir / run["name"] / f"{n}.log") for n in SERVICE_NAMES]
-    for s in services:
-        s.start(wait=False)
-    try:
-        for s in services:
-            s.wait()
+    async with private_platform(workdir / run["name"]) as platform:
+        settings, urls = platform.settings, platform.urls
         history = History()
         started = time.monotonic()
         published = 0
@@ -134,37 +107,18 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
         print(f"[eval] {run['name']}: published {published} events up to {as_of.date()}",
               file=sys.stderr)
         report_path = workdir / run["name"] / "churn-report.csv"
-        await churn_report(as_of, report_path, timeout=3600, settings=settings,
-                           urls={s.service: s.url for s in services}, quiet=True)
-        scoring_url = next(s.url for s in services if s.service == "scoring")
-        model_card = await fetch_model_summary(settings, scoring_url)
-        lifecycle_url = next(s.url for s in services if s.service == "lifecycle")
-        stage_histories = await fetch_stage_histories(settings, lifecycle_url)
+        await churn_report(as_of, report_path, timeout=3600, settings=settings, urls=urls,
+                           quiet=True)
+        model_card = await fetch_model_summary(settings, urls["scoring"])
+        stage_histories = await fetch_stage_histories(settings, urls["lifecycle"])
         processing_s = time.monotonic() - started
-    finally:
-        for s in services:
-            s.stop()
-        await _drop(settings, prefix)
 
     with report_path.open() as f:
         report = {row["customer_id"]: row for row in csv.DictReader(f)}
     truth = {t["customer_id"]: t for t in ground_truth(config)}
-    labelled = ev.churn_labels(history.activity, history.closed_all_at, as_of, horizon,
-                               first_seen_by_customer=history.first_seen)
-    customers = [c for c in labelled.eligible if c in labelled.labels and c in report]
-    y = np.array([labelled.labels[c] for c in customers], dtype=float)
-    model = np.array([float(report[c]["probability"]) for c in customers])
-
-    recency = ev.recency_baseline(ev.last_activity_before(history.activity, as_of), as_of,
-                                  missing=10_000.0)
-    recency_scores = np.array([recency.get(c, 10_000.0) for c in customers])
-
-    summary = rfm_summary(history.purchases, as_of)
-    ids, x, t_x, T = rfm_arrays(summary)
-    btyd = BGNBD().fit(x, t_x, T)
-    p_none = dict(zip(ids, btyd.churn_probability(float(horizon), x, t_x, T), strict=True))
-    # No purchase at all in the calibration window: nothing to extrapolate, treat as gone.
-    btyd_scores = np.array([float(p_none.get(c, 1.0)) for c in customers])
+    judged = judge_report(report, history.activity, history.closed_all_at, history.first_seen,
+                          history.purchases, as_of, horizon)
+    customers, y, model, labelled = judged.customers, judged.labels, judged.model, judged.labelled
 
     # A ceiling, not a baseline (tenure_cli.oracle): the true churn probability given the
     # history and each customer's own simulated parameters, which no model sees.
@@ -173,7 +127,7 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
         oracle_scores = np.array([purchase_oracle(config, c, history.activity[c], as_of, horizon)
                                   for c in customers])
         oracle = {**ev.summarize(y, oracle_scores, probabilities=oracle_scores),
-                  "minus_btyd": ev.auc_difference(y, oracle_scores, btyd_scores),
+                  "minus_btyd": ev.auc_difference(y, oracle_scores, judged.btyd_scores),
                   "model_minus_oracle": ev.auc_difference(y, model, oracle_scores)}
 
     stages = [stage_histories[c]["stage"] if c in stage_histories else report[c]["stage"]
@@ -196,23 +150,11 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
         "horizon_days": horizon,
         "events_published": published,
         "processing_seconds": processing_s,
-        "labelled": len(customers),
-        "excluded": dict(_count(labelled.excluded.values())),
-        "model": ev.summarize(y, model, probabilities=model),
-        "model_names": dict(_count(report[c]["model"] for c in customers)),
-        "recency_baseline": ev.summarize(y, recency_scores),
-        "btyd_baseline": {**ev.summarize(y, btyd_scores, probabilities=btyd_scores),
-                          "params": btyd.params},
+        **judged.figures,
         "oracle_ceiling": oracle,
-        # Paired bootstrap over customers: is the model's AUC margin more than sampling noise?
-        "model_vs_baselines": {
-            "recency": ev.auc_difference(y, model, recency_scores),
-            "btyd": ev.auc_difference(y, model, btyd_scores),
-        },
         "stages": {"distribution": dict(_count(stages)), **stage_figures},
         "score_bands": dict(bands),
         "scoring_model": model_card,
-        "calibration": [b.__dict__ for b in ev.calibration_table(y, model, bins=5)],
         "fairness": {
             "segment": ev.by_group(segments, y, model),
             "age_band": ev.by_group(ages, y, model),
@@ -465,24 +407,6 @@ def _count(values: Any) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-async def _drop(settings: PlatformSettings, prefix: str) -> None:
-    engine = create_async_engine(settings.database_url)
-    try:
-        async with engine.begin() as conn:
-            for name in SERVICE_NAMES:
-                await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{prefix}_{name}" CASCADE'))
-    finally:
-        await engine.dispose()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([settings.topic(t) for t in ALL_TOPICS])
-    except Exception:  # noqa: BLE001 - leftover topics are harmless, only untidy
-        pass
-    finally:
-        await admin.close()
-
-
 def render_markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Evaluation",
@@ -502,7 +426,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "  future. Customers first seen after as_of, or closed before it, are not labelled.",
         "- **Baselines**, fitted on exactly the same history up to as_of: *recency* (days since",
         "  the last customer-initiated activity) and *BG/NBD* (Fader, Hardie & Lee 2005,",
-        "  `tenure_cli/btyd.py`) on customer-initiated transactions, scoring P(no purchase in",
+        "  `shared/btyd.py`) on customer-initiated transactions, scoring P(no purchase in",
         "  the next H days). Customers without a purchase in the window score 1.",
         "- **Stages**: lifecycle's stage histories, read once its sweeper has settled (they",
         "  run through as_of). *Leavers*: churners not yet lost at as_of (their last account",

@@ -22,11 +22,11 @@ import sqlalchemy as sa
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from shared.btyd import BGNBD, rfm_arrays, rfm_summary
 from shared.db import migrate
 from shared.settings import ALL_TOPICS, PlatformSettings
 from shared.topics import ensure_topics
 from tenure_cli import evaluation as ev
-from tenure_cli.btyd import BGNBD, rfm_arrays, rfm_summary
 from tenure_cli.procs import ServiceProcess
 from tenure_cli.services import SERVICE_NAMES, migrations_dir, settings_class
 
@@ -99,6 +99,8 @@ class Judged:
     customers: list[str]
     labels: np.ndarray
     model: np.ndarray
+    btyd_scores: np.ndarray
+    labelled: ev.ChurnLabels[str]
     figures: dict[str, Any]
 
 
@@ -146,7 +148,7 @@ def judge_report(
         },
         "calibration": [b.__dict__ for b in ev.calibration_table(y, model, bins=5)],
     }
-    return Judged(customers, y, model, figures)
+    return Judged(customers, y, model, btyd_scores, labelled, figures)
 
 
 def _count(values: Any) -> dict[str, int]:

@@ -339,9 +339,9 @@ async def run_uplift(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
         for s in services:
             s.stop()
         await gateway.stop()
-        from tenure_cli.eval_cmd import _drop
+        from tenure_cli.private_platform import drop_namespace
 
-        await _drop(settings, prefix)
+        await drop_namespace(settings, prefix)
 
     counted = [r for r in rows if r.decided_at < cutoff]
     truth = true_effects(config, counted, treatments, window)

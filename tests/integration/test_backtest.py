@@ -4,6 +4,7 @@ on the real broker and PostgreSQL, the churn report judged against the file's ow
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import random
@@ -60,10 +61,14 @@ async def test_a_purchase_log_is_replayed_to_as_of_and_judged_on_its_future(
     source = tmp_path / "shop.csv"
     rows = _purchase_log(source)
     out = tmp_path / "figures.json"
+    kept = tmp_path / "report.csv"
     code, text, err = await _backtest(ns, str(source), *MAPPING, "--as-of", "2024-06-24",
-                                      "--horizon", str(HORIZON), "--out", str(out))
+                                      "--horizon", str(HORIZON), "--out", str(out),
+                                      "--report", str(kept))
     assert code == 0, err[-3000:]
     r = json.loads(out.read_text())
+    with kept.open() as f:
+        assert len(list(csv.DictReader(f))) >= r["labelled"]
 
     # What the file says, worked out here on its own.
     as_of = datetime(2024, 6, 25, tzinfo=UTC)  # the end of the --as-of day

@@ -225,3 +225,89 @@ async def test_rollback_restores_an_earlier_checkpoint_and_promotion_needs_appro
                        "tenure_scoring_model_brier", "tenure_scoring_model_calibration_observed",
                        "tenure_scoring_labels_learnt_total", "tenure_scoring_model_version"):
             assert family in metrics, family
+
+
+async def purchase_histories(engine: AsyncEngine, n: int, *, seed: int,
+                             prefix: str = "H") -> list[tuple[float, float, float]]:
+    """Customers' activity logs in scoring's state, as its handlers keep them; returns each
+    one's BG/NBD summary (x repeat days, t_x, T in days as of the latest activity of all)."""
+    from services.scoring.domain import Memory
+    from services.scoring.store import scores
+
+    rng = random.Random(seed)
+    rows, spans = [], []
+    for i in range(n):
+        memory = Memory()
+        t = T0 + timedelta(days=rng.uniform(0, 200))
+        days: set[int] = set()
+        rate, dropout = rng.gammavariate(0.8, 1 / 10), rng.betavariate(1.0, 4.0)
+        while t < T0 + timedelta(days=400):
+            memory.observe_activity(t, transaction=True, amount=20.0)
+            days.add(int(t.timestamp() // 86400))
+            if rng.random() < dropout:
+                break
+            t += timedelta(days=rng.expovariate(rate))
+        assert memory.first_activity is not None
+        first = memory.first_activity
+        last = max(memory.last)
+        spans.append((len(days) - 1.0, first, last))
+        rows.append({"customer_id": f"{prefix}-{i}", "partition": 0, "first_seen_at": T0,
+                     "memory": memory.to_json()})
+    async with engine.begin() as conn:
+        await conn.execute(scores.insert(), rows)
+    now = max(last for _, _, last in spans)
+    return [(x, (last - first) // 86400 if x else 0.0, (now - first) // 86400)
+            for x, first, last in spans]
+
+
+async def test_the_champions_purchase_process_is_fitted_on_the_histories_as_they_grow(
+    ns: Namespace, engine: AsyncEngine,
+) -> None:
+    """BG/NBD's r, alpha, a, b in the champion are a maximum-likelihood fit on every
+    customer's history in scoring's state (no labels needed), refitted every
+    `history_refit_labels` labels, checkpointed with the rest; labels move the others."""
+    from shared.btyd import BGNBD
+
+    settings = settings_for(ns, history_refit_labels=400, history_fit_min_repeaters=50)
+    summaries = await purchase_histories(engine, 400, seed=3)
+    await resolved_labels(engine, 300, seed=2)
+    metrics = ScoringMetrics(CollectorRegistry())
+    holder = ModelHolder(settings, engine, metrics)
+    learner = Learner(settings, engine, holder, metrics)
+    async with engine.connect() as conn:
+        assert await learner.round(conn) == 300
+    assert learner.state is not None
+    fit = learner.state.champion.estimator.history_fit  # type: ignore[union-attr]
+    x, t_x, T = (list(v) for v in zip(*summaries, strict=True))
+    expected = BGNBD().fit(x, t_x, T).params
+    assert fit is not None and fit["customers"] == 400 and fit["labels_learnt"] == 0
+    for k in ("r", "alpha", "a", "b"):
+        assert fit[k] == pytest.approx(expected[k], rel=1e-6), k
+    params = learner.state.champion.estimator.parameters  # type: ignore[union-attr]
+    assert params["r"] == pytest.approx(expected["r"]) and params["b"] == pytest.approx(
+        expected["b"])
+    # The labels moved the behaviour, not the purchase process.
+    assert params["beta_purchase_trend"] != 0.0
+
+    # 300 labels later (< 400): no refit, even with new customers in the state.
+    await purchase_histories(engine, 300, seed=4, prefix="N")
+    await resolved_labels(engine, 300, seed=5, start=300)
+    async with engine.connect() as conn:
+        assert await learner.round(conn) == 300
+    assert learner.state.champion.estimator.history_fit["customers"] == 400  # type: ignore
+    # Past 400 labels since the fit: refitted on all 700 customers.
+    await resolved_labels(engine, 200, seed=6, start=600)
+    async with engine.connect() as conn:
+        assert await learner.round(conn) == 200
+    refit = learner.state.champion.estimator.history_fit  # type: ignore[union-attr]
+    assert refit["customers"] == 700 and refit["labels_learnt"] == 600
+    assert refit["r"] != fit["r"]
+
+    # Checkpointed: every instance predicts with the fitted process, and the card says so.
+    assert await holder.refresh()
+    assert [holder.current.predict(f) for f in PROBES] == [
+        learner.state.champion.predict(f) for f in PROBES]
+    async with engine.connect() as conn:
+        card = (await conn.execute(sa.text(
+            "SELECT card FROM checkpoints ORDER BY version DESC LIMIT 1"))).scalar_one()
+    assert card["champion"]["history_fit"]["customers"] == 700
