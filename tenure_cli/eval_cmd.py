@@ -426,7 +426,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "  future. Customers first seen after as_of, or closed before it, are not labelled.",
         "- **Baselines**, fitted on exactly the same history up to as_of: *recency* (days since",
         "  the last customer-initiated activity) and *BG/NBD* (Fader, Hardie & Lee 2005,",
-        "  `shared/btyd.py`) on customer-initiated transactions, scoring P(no purchase in",
+        "  `tenure_cli/btyd.py`) on customer-initiated transactions, scoring P(no purchase in",
         "  the next H days). Customers without a purchase in the window score 1.",
         "- **Stages**: lifecycle's stage histories, read once its sweeper has settled (they",
         "  run through as_of). *Leavers*: churners not yet lost at as_of (their last account",

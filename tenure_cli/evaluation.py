@@ -4,7 +4,7 @@ The churn target (DESIGN.md §3): a customer scored at event time t churns withi
 (default 90 days) if they close all accounts, or show no customer-initiated activity, in
 (t, t+H]. `churn_labels` builds that target for one `as_of` time; `recency_baseline` is the
 simplest score to beat (days since the last customer-initiated activity); the BG/NBD baseline
-lives in `shared.btyd`.
+lives in `tenure_cli.btyd`.
 
 Metric inputs are aligned sequences: `labels` of 0/1 (or bools), `scores` of any real numbers
 where higher means riskier, `probabilities` in [0, 1]. `align` turns per-customer mappings into

@@ -22,11 +22,11 @@ import sqlalchemy as sa
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.btyd import BGNBD, rfm_arrays, rfm_summary
 from shared.db import migrate
 from shared.settings import ALL_TOPICS, PlatformSettings
 from shared.topics import ensure_topics
 from tenure_cli import evaluation as ev
+from tenure_cli.btyd import BGNBD, rfm_arrays, rfm_summary
 from tenure_cli.procs import ServiceProcess
 from tenure_cli.services import SERVICE_NAMES, migrations_dir, settings_class
 

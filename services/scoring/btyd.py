@@ -96,29 +96,9 @@ class BTYDLogisticClassifier(base.Classifier):
         self._m: dict[Any, float] = {}
         self._v: dict[Any, float] = {}
 
-    # BG/NBD's r, alpha, a and b as last fitted by maximum likelihood on the customers'
-    # purchase histories (`fit_history`), with what the fit was made on; None while they are
-    # learnt from the labels.
-    history_fit: dict[str, Any] | None = None
-
     @property
     def _multiclass(self) -> bool:
         return False
-
-    def fit_history(self, r: float, alpha: float, a: float, b: float, **about: Any) -> None:
-        """Take BG/NBD's r, alpha, a and b from a maximum-likelihood fit of the purchase
-        process on the customers' histories (`shared.btyd.BGNBD.fit`, refitted as they grow).
-        That fit needs no labels, so it is as current as the histories, where labels only
-        teach what happened a horizon ago; it is what the BG/NBD baseline does. From then on
-        the labels move only the one-time customers' intercept and the covariates: the
-        model is BG/NBD plus what behaviour adds to it."""
-        logs = [math.log(v) if v > 0 else math.nan for v in (r, alpha, a, b)]
-        if not all(math.isfinite(v) for v in logs):
-            raise ValueError(f"BG/NBD parameters must be positive and finite: {r, alpha, a, b}")
-        logs = [min(max(v, -_LIMIT), _LIMIT) for v in logs]
-        self.theta[:4] = logs
-        self.mean_theta[:4] = logs
-        self.history_fit = {"r": r, "alpha": alpha, "a": a, "b": b, **about}
 
     @property
     def parameters(self) -> dict[str, float]:
@@ -190,10 +170,7 @@ class BTYDLogisticClassifier(base.Classifier):
         self.steps += 1
         rate = max(self.learning_rate / math.sqrt(1.0 + self.decay * self.steps),
                    self.min_learning_rate)
-        fitted = 4 if self.history_fit is not None else 0  # BG/NBD's four stay as fitted
         for i, g in enumerate(grads):
-            if i < fitted:
-                continue
             step = self._adam(i, g, rate)
             self.theta[i] = min(max(self.theta[i] - step, -_LIMIT), _LIMIT)
         for c in self.covariates:

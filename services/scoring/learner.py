@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.scoring import histories, learning
+from services.scoring import learning
 from services.scoring.learning import LearnerState, Outcome, Policy
 from services.scoring.metrics import ScoringMetrics
 from services.scoring.model import RIVER_VERSION, CheckpointRejected, ChurnModel, dump, load
@@ -276,7 +276,6 @@ class Learner:
         if not rows:
             return 0
         started = time.perf_counter()
-        await self._fit_histories(conn)
         usable = [r for r in rows if r["label"] is not None]
         outcome = await asyncio.to_thread(
             learning.learn, self.state, learning.as_labels(usable), self.policy
@@ -291,30 +290,6 @@ class Learner:
         self.metrics.treated_skipped.inc(len(outcome.skipped))
         log.debug("learnt", extra={"labels": len(outcome.learnt), "version": version})
         return len(rows)
-
-    async def _fit_histories(self, conn: AsyncConnection) -> None:
-        """Refit the champion's BG/NBD parameters on the customers' histories when due
-        (`history_refit_labels` labels since the last fit); it goes into the checkpoint this
-        round commits."""
-        state, settings = self.state, self.settings
-        assert state is not None
-        fitted_at = getattr(state, "history_fitted_at", None)
-        if not settings.history_fit or not hasattr(state.champion.estimator, "fit_history"):
-            return
-        since = None if fitted_at is None else state.labels_learnt - fitted_at
-        if since is not None and since < settings.history_refit_labels:
-            return
-        found = await histories.read_histories(conn)
-        await conn.commit()
-        params = await asyncio.to_thread(histories.fit, found, settings.history_fit_min_repeaters)
-        if params is None:
-            return  # too few customers have come back yet: the labels keep teaching them
-        r, alpha, a, b = (params.pop(k) for k in ("r", "alpha", "a", "b"))
-        state.champion.estimator.fit_history(  # type: ignore[union-attr]
-            r, alpha, a, b, labels_learnt=state.labels_learnt, **params)
-        state.history_fitted_at = state.labels_learnt
-        log.info("BG/NBD refitted on the histories",
-                 extra={"r": r, "alpha": alpha, "a": a, "b": b, **params})
 
     def _serialize(self) -> Serialized:
         assert self.state is not None

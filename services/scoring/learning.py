@@ -181,8 +181,6 @@ class LearnerState:
     # After a drift, champion and challenger are compared every few labels until this count
     # of labels learnt: the challenger may need some labels of the new concept to show.
     watch_until: int = 0
-    # Labels learnt when BG/NBD was last fitted on the customers' histories (None: never)
-    history_fitted_at: int | None = None
 
     @classmethod
     def fresh(
@@ -364,7 +362,6 @@ def card(state: LearnerState, policy: Policy) -> dict[str, Any]:
             "labels_learnt": model.labels_learnt,
             "cold_start": model.cold_start,
             "parameters": {k: _r(v) for k, v in params.items()} if params else None,
-            "history_fit": _history_fit(model),
             "prequential": metrics.summary(),
         }
 
@@ -381,14 +378,6 @@ def card(state: LearnerState, policy: Policy) -> dict[str, Any]:
         "drift_events": state.drift_events[-10:],
         "proposal": state.proposal,
     }
-
-
-def _history_fit(model: ChurnModel) -> dict[str, Any] | None:
-    """Where the champion's BG/NBD parameters come from, when fitted on the histories."""
-    fit = getattr(model.estimator, "history_fit", None)
-    if not fit:
-        return None
-    return {k: _r(v) if isinstance(v, float) else v for k, v in fit.items()}
 
 
 def as_labels(rows: Iterable[Mapping[str, Any]]) -> list[Label]:

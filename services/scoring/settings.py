@@ -63,13 +63,6 @@ class ScoringSettings(ServiceSettings):
     # batch may still hold the activity that corrects a positive resolved by the clock.
     label_settle_seconds: float = Field(10.0, ge=0.0)
     run_learner: bool = True
-    # BG/NBD's four parameters in the champion come from a maximum-likelihood fit on the
-    # customers' purchase histories (services/scoring/histories.py), refitted by the learner
-    # every `history_refit_labels` labels, once at least `history_fit_min_repeaters`
-    # customers have come back at least once; False: they are learnt from the labels.
-    history_fit: bool = True
-    history_refit_labels: int = Field(5000, ge=1)
-    history_fit_min_repeaters: int = Field(100, ge=1)
     # The as-of report waits this long for the learner to include every window closed
     # before the request (a report reflects what the platform knows).
     report_settle_seconds: float = Field(90.0, ge=0.0)

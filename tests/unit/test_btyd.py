@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.optimize import check_grad
 
-from shared import btyd
-from shared.btyd import BGNBD, RFM, rfm_arrays, rfm_summary
+from tenure_cli import btyd
+from tenure_cli.btyd import BGNBD, RFM, rfm_arrays, rfm_summary
 from tenure_cli.evaluation import auc, calibration_table
 
 TRUE = {"r": 0.25, "alpha": 4.0, "a": 0.8, "b": 2.5}  # alpha per week
