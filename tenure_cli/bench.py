@@ -642,16 +642,7 @@ async def _baseline(
     results: list[dict[str, Any]] = []
     for i in range(runs):
         consumer = ParseOnlyConsumer(settings=settings, group_id=_baseline_group(ns, i))
-        meter = Meter(n, server)
-        meter.attach(consumer)
-        meter.start()
-        task = asyncio.create_task(consumer.run(), name="bench-baseline")
-        try:
-            await _wait(meter, task, timeout, "baseline")
-        finally:
-            consumer.stop()
-            await _finish(task)
-        result = meter.window().as_dict()
+        result = (await _metered(consumer, n, server, timeout, "baseline")).as_dict()
         result.update(parsed=consumer.parsed, rejected=consumer.rejected)
         results.append(result)
     ranked = sorted(results, key=lambda r: r["events_per_s"])
@@ -659,6 +650,22 @@ async def _baseline(
     median["runs"] = runs
     median["runs_events_per_s"] = [r["events_per_s"] for r in results]
     return median
+
+
+async def _metered(
+    consumer: EventConsumer, n: int, server: ServerCpu, timeout: float, what: str
+) -> Window:
+    """Run `consumer` until it has committed `n` events; its measured window."""
+    meter = Meter(n, server)
+    meter.attach(consumer)
+    meter.start()
+    task = asyncio.create_task(consumer.run(), name=f"bench-{what.replace(' ', '-')}")
+    try:
+        await _wait(meter, task, timeout, what)
+    finally:
+        consumer.stop()
+        await _finish(task)
+    return meter.window()
 
 
 def _baseline_group(ns: Namespace, i: int) -> str:
@@ -2539,17 +2546,10 @@ async def _scoring_ceiling(
     await producer.start()
     consumer = ScoreOnlyConsumer(settings=settings, group_id=group, topics=TOPICS,
                                  model=copy.deepcopy(model), facts=facts, producer=producer)
-    meter = Meter(n, server)
-    meter.attach(consumer)
-    meter.start()
-    task = asyncio.create_task(consumer.run(), name="bench-scoring-ceiling")
     try:
-        await _wait(meter, task, timeout, "scoring ceiling")
+        window = await _metered(consumer, n, server, timeout, "scoring ceiling")
     finally:
-        consumer.stop()
-        await _finish(task)
         await producer.stop()
-    window = meter.window()
     if consumer.rejected or not consumer.scored:
         raise RuntimeError(f"scoring ceiling: {consumer.scored} scores, "
                            f"{consumer.rejected} events rejected")

@@ -13,6 +13,7 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from shared.settings import PlatformSettings
 
@@ -89,6 +90,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     def wanted(name: str) -> bool:
         return command is None or command == name
 
+    def lazy(name: str, module: str, **parser: Any) -> argparse.ArgumentParser:
+        """A command whose options and code live in `tenure_cli.<module>` (its
+        `add_arguments` and `main`), imported only when that command is chosen."""
+        command_parser = sub.add_parser(name, **parser)
+        if wanted(name):
+            importlib.import_module(f"tenure_cli.{module}").add_arguments(command_parser)
+        command_parser.set_defaults(func=_delegate(module))
+        return command_parser
+
     parser = argparse.ArgumentParser(
         prog="tenure",
         description="Tenure customer-lifecycle platform: set up topics and schemas, mint "
@@ -136,34 +146,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=8 * 3600, help="lifetime in seconds")
     token.set_defaults(func=_cmd_token)
 
-    simulate = sub.add_parser(
-        "simulate",
+    lazy(
+        "simulate", "simulate_cmd",
         help="publish a seeded synthetic bank's events (and its ground truth)",
         description="A reproducible retail bank: customers, products, salaries, spending, "
         "app sessions, feedback, and churners who decline before they leave. Events go to "
         "Kafka through the public contract, like any publisher's.",
     )
-    if wanted("simulate"):
-        from tenure_cli.simulate_cmd import add_arguments as simulate_arguments
 
-        simulate_arguments(simulate)
-    simulate.set_defaults(func=_delegate("simulate_cmd"))
-
-    report = sub.add_parser(
-        "churn-report",
+    lazy(
+        "churn-report", "report",
         help="every customer's churn risk as of a date, once the platform has caught up",
         description="Waits until every consumer group has caught up and every outbox is "
         "empty, then writes customer_id, probability, horizon_days, band, reasons, stage. "
         "Exit codes: 0 written, 2 bad arguments, 3 not caught up in time, 4 service error.",
     )
-    if wanted("churn-report"):
-        from tenure_cli.report import add_arguments as report_arguments
 
-        report_arguments(report)
-    report.set_defaults(func=_delegate("report"))
-
-    evaluate = sub.add_parser(
-        "eval",
+    lazy(
+        "eval", "eval_cmd",
         help="run the simulator through the platform and score churn against ground truth",
         description="For each run of --config (eval/config.yaml): simulates a bank with known "
         "churners on a private namespace, streams it through the four services, and scores "
@@ -172,14 +172,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "and --doc. Long: progress goes to stderr. Exit codes: 0 written, 4 Kafka or "
         "PostgreSQL unreachable.",
     )
-    if wanted("eval"):
-        from tenure_cli.eval_cmd import add_arguments as eval_arguments
 
-        eval_arguments(evaluate)
-    evaluate.set_defaults(func=_delegate("eval_cmd"))
-
-    importer = sub.add_parser(
-        "import",
+    lazy(
+        "import", "importer",
         help="load existing history (CSV or JSONL) as contract events, in event-time order",
         description="Validates every row against the event contract, rejects bad rows to a "
         "rejects file with their reasons, sorts by event time (external merge sort) and "
@@ -187,14 +182,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "(even with rejects), 2 bad arguments or unreadable file, 3 more rejects than "
         "--max-reject-ratio (nothing published), 4 Kafka failure.",
     )
-    if wanted("import"):
-        from tenure_cli.importer import add_arguments as import_arguments
 
-        import_arguments(importer)
-    importer.set_defaults(func=_delegate("importer"))
-
-    backtest = sub.add_parser(
-        "backtest",
+    lazy(
+        "backtest", "backtest",
         help="replay a history file through a private platform and judge its churn scores",
         description="Reads the file as `tenure import` does, replays the events up to "
         "--as-of through the four services on a private namespace, and judges the churn "
@@ -203,14 +193,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "lift, calibration). Long: progress goes to stderr. Exit codes: 0 written, 2 bad "
         "arguments or a file that does not cover the horizon, 4 Kafka or PostgreSQL failed.",
     )
-    if wanted("backtest"):
-        from tenure_cli.backtest import add_arguments as backtest_arguments
 
-        backtest_arguments(backtest)
-    backtest.set_defaults(func=_delegate("backtest"))
-
-    dlq = sub.add_parser(
-        "dlq", help="list dead letters with their reasons; replay them to their topic",
+    lazy(
+        "dlq", "dlq",
+        help="list dead letters with their reasons; replay them to their topic",
         description="Dead letters are messages a service refused (malformed, invalid, "
         "unregistered source, too large, a handler error), kept on tenure.dlq.v1 with the "
         "original bytes, where they came from and why. `list` shows them; `replay` "
@@ -218,38 +204,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "Exit codes: 0 done, 2 bad arguments, 3 nothing matched (replay), 4 Kafka "
         "unreachable.",
     )
-    if wanted("dlq"):
-        from tenure_cli.dlq import add_arguments as dlq_arguments
 
-        dlq_arguments(dlq)
-    dlq.set_defaults(func=_delegate("dlq"))
-
-    chaos = sub.add_parser(
-        "chaos",
+    lazy(
+        "chaos", "chaos",
         help="faults under load (SIGKILL each service, restart the broker, crash PostgreSQL); "
         "counts lost inputs, duplicated effects, messages sent twice",
         description="Runs on a private broker and PostgreSQL it starts itself; writes the "
         "figures to --out and docs/reliability.md. Exit codes: 0 all zero, 1 something was "
         "lost or doubled.",
     )
-    if wanted("chaos"):
-        from tenure_cli.chaos import add_arguments as chaos_arguments
 
-        chaos_arguments(chaos)
-    chaos.set_defaults(func=_delegate("chaos"))
-
-    partners = sub.add_parser(
-        "partners",
+    lazy(
+        "partners", "partners",
         help="partner banks: principals, ACLs and topics at the broker, shared customers",
         description="Each partner is its own SCRAM principal that may only write to its own "
         "topics (tenure.partner.<id>.*); the ingress service checks and translates what it "
         "publishes. See docs/partners.md. Exit codes: 0 done, 2 operator error.",
     )
-    if wanted("partners"):
-        from tenure_cli.partners import add_arguments as partners_arguments
-
-        partners_arguments(partners)
-    partners.set_defaults(func=_delegate("partners"))
 
     contracts = sub.add_parser(
         "contracts", help="write JSON Schema and AsyncAPI documents",
@@ -260,31 +231,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     contracts.add_argument("--out", default="docs/contracts", help="folder to write into")
     contracts.set_defaults(func=_cmd_contracts)
 
-    keys = sub.add_parser(
-        "keys",
+    lazy(
+        "keys", "keys",
         help="rotate master and field keys online; what each key id still protects",
         description="Crypto-shredding keys (docs/data-protection.md): `rotate` re-wraps "
         "customer data keys and re-encrypts profile's fields under the active keys in small "
         "transactions while the services run; `status` counts what each key id protects.",
     )
-    if wanted("keys"):
-        from tenure_cli.keys import add_arguments as keys_arguments
 
-        keys_arguments(keys)
-    keys.set_defaults(func=_delegate("keys"))
-
-    retention = sub.add_parser(
-        "retention",
+    lazy(
+        "retention", "retention",
         help="purge tables past their retention period; set topic retention; legal holds",
         description="The retention policy of every table and topic (docs/data-protection.md). "
         "`run` purges (legal holds respected) and erases ended relationships; `hold` and "
         "`release` manage legal holds; `policy` prints the periods.",
     )
-    if wanted("retention"):
-        from tenure_cli.retention import add_arguments as retention_arguments
-
-        retention_arguments(retention)
-    retention.set_defaults(func=_delegate("retention"))
 
     bench = sub.add_parser(
         "bench", help="run the benchmark; writes bench/results.json",
