@@ -181,6 +181,9 @@ class LearnerState:
     # After a drift, champion and challenger are compared every few labels until this count
     # of labels learnt: the challenger may need some labels of the new concept to show.
     watch_until: int = 0
+    # Labels learnt when the challenger was first found better, if it has stayed better at
+    # every comparison since (a proposal needs it to stay so for a whole window).
+    better_since: int | None = None
 
     @classmethod
     def fresh(
@@ -274,6 +277,7 @@ def promote(state: LearnerState, reason: str, policy: Policy) -> dict[str, Any]:
     state.detector = drift.ADWIN(delta=policy.adwin_delta)
     state.proposal = None
     state.watch_until = 0
+    state.better_since = None
     return record
 
 
@@ -332,10 +336,23 @@ def _on_drift(state: LearnerState, label: Label, policy: Policy, out: Outcome) -
 
 
 def _consider(state: LearnerState, label: Label, policy: Policy, out: Outcome) -> None:
-    """Propose the challenger if it is better on the recent window (and promote it at once
-    under the automatic policy)."""
+    """Propose the challenger once it has stayed better on the recent window at every
+    comparison for `compare_window` labels, a window of labels it had not been judged on
+    (and promote it then under the automatic policy). One comparison on a noisy window
+    would swap models back and forth: a purchase log replayed twice promoted the tree and
+    then the champion again, ending on either."""
     if not challenger_better(state, policy):
+        state.better_since = None
         return
+    since = getattr(state, "better_since", None)
+    if since is None:
+        state.better_since = state.labels_learnt
+        state.watch_until = max(state.watch_until,
+                                state.labels_learnt + policy.compare_window + WATCH_EVERY)
+        return
+    if state.labels_learnt - since < policy.compare_window:
+        return
+    state.better_since = None
     proposal = {"kind": "proposal", "label_index": state.labels_learnt,
                 "event_time": label.resolved_at.isoformat() if label.resolved_at else None,
                 "from": state.champion.kind, "to": state.challenger.kind,

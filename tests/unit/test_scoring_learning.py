@@ -171,3 +171,32 @@ def test_no_comparison_before_both_models_have_learnt_the_minimum() -> None:
     grown = state()
     filled(grown, rows, learnt=800)
     assert challenger_better(grown, policy)
+
+
+def test_a_challenger_must_stay_better_for_a_whole_window_before_it_is_proposed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Better at one comparison, worse at the next: no proposal. Better at every comparison
+    for `compare_window` labels: proposed (and, automatic, promoted)."""
+    from services.scoring import learning
+
+    policy = Policy(compare_window=200, min_compare=10)
+    s = state()
+    verdicts: list[bool] = []
+    monkeypatch.setattr(learning, "challenger_better", lambda state, policy: verdicts.pop(0))
+    label = Label(1, REFERENCE, True)
+
+    def check(at: int, better: bool) -> list[str]:
+        s.labels_learnt = at
+        verdicts.append(better)
+        out = learning.Outcome()
+        learning._consider(s, label, policy, out)
+        return [e["kind"] for e in out.events]
+
+    assert check(1000, True) == []  # better once: watched, not proposed
+    assert s.better_since == 1000 and s.watch_until >= 1200
+    assert check(1050, False) == [] and s.better_since is None  # not better: starts over
+    assert check(1100, True) == [] and s.better_since == 1100
+    assert check(1250, True) == []  # 150 labels of the 200 it must stay better for
+    assert check(1300, True) == ["proposal", "promotion"]
+    assert s.champion.kind == "hoeffding-tree" and s.better_since is None
