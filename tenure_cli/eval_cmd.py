@@ -29,7 +29,7 @@ import yaml
 from shared.events import EnvelopeBase
 from shared.settings import PlatformSettings
 from tenure_cli import evaluation as ev
-from tenure_cli.oracle import purchase_oracle
+from tenure_cli.oracle import purchase_bayes, purchase_oracle
 from tenure_cli.private_platform import judge_report, private_platform
 from tenure_cli.publish import EventPublisher
 from tenure_cli.report import churn_report, parse_as_of
@@ -122,13 +122,19 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
 
     # A ceiling, not a baseline (tenure_cli.oracle): the true churn probability given the
     # history and each customer's own simulated parameters, which no model sees.
-    oracle = None
+    # And the history-only ceiling: P(churn | history) under the simulator's population
+    # prior of those parameters, the best any model that sees only the history can do.
+    oracle = bayes = None
     if config.profile == "purchases":
         oracle_scores = np.array([purchase_oracle(config, c, history.activity[c], as_of, horizon)
                                   for c in customers])
         oracle = {**ev.summarize(y, oracle_scores, probabilities=oracle_scores),
                   "minus_btyd": ev.auc_difference(y, oracle_scores, judged.btyd_scores),
                   "model_minus_oracle": ev.auc_difference(y, model, oracle_scores)}
+        bayes_scores = purchase_bayes(config, customers, history.activity, as_of, horizon)
+        bayes = {**ev.summarize(y, bayes_scores, probabilities=bayes_scores),
+                 "minus_btyd": ev.auc_difference(y, bayes_scores, judged.btyd_scores),
+                 "model_minus_bayes": ev.auc_difference(y, model, bayes_scores)}
 
     stages = [stage_histories[c]["stage"] if c in stage_histories else report[c]["stage"]
               for c in customers]
@@ -152,6 +158,7 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
         "processing_seconds": processing_s,
         **judged.figures,
         "oracle_ceiling": oracle,
+        "bayes_ceiling": bayes,
         "stages": {"distribution": dict(_count(stages)), **stage_figures},
         "score_bands": dict(bands),
         "scoring_model": model_card,
@@ -473,6 +480,12 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"| *ceiling, not a baseline*: oracle (each customer's true simulated "
                 f"parameters) | {_fmt(oracle['auc'])} | {_fmt(oracle.get('brier'))} | "
                 f"{_fmt(oracle['top_decile_lift'])} | {_fmt(oracle['base_rate'])} |")
+        bayes = run.get("bayes_ceiling")
+        if bayes:
+            lines.append(
+                f"| *ceiling, not a baseline*: best history-only ranking (the simulator's true "
+                f"population prior, Bayes) | {_fmt(bayes['auc'])} | {_fmt(bayes.get('brier'))} | "
+                f"{_fmt(bayes['top_decile_lift'])} | {_fmt(bayes['base_rate'])} |")
         margins = run.get("model_vs_baselines") or {}
         shown = [f"{name} {_margin(margins.get(key))}"
                  for name, key in (("recency", "recency"), ("BG/NBD", "btyd"))]
@@ -483,10 +496,20 @@ def render_markdown(results: dict[str, Any]) -> str:
                           "up to as_of *and* the customer's own simulated purchase rate and "
                           "dropout chance (`tenure_cli/oracle.py`): an upper bound, in "
                           "expectation, for any ranking from the history, which does not reveal "
-                          "those parameters (what a history-only ranking can reach is lower). "
+                          "those parameters (what a history-only ranking can reach is lower: "
+                          "the history-only ceiling). "
                           "Oracle minus BG/NBD "
                           f"{_margin(oracle.get('minus_btyd'))}; model minus oracle "
                           f"{_margin(oracle.get('model_minus_oracle'))}."]
+        if bayes:
+            lines += ["", "The history-only ceiling ranks by the probability of churn given the "
+                          "history up to as_of alone, averaged over the simulator's true "
+                          "population prior of those parameters (Bayes, `tenure_cli/oracle.py`): "
+                          "what any model that sees only the purchase history could reach, in "
+                          "expectation (on one sample it can be beaten only by noise). "
+                          "History-only ceiling minus BG/NBD "
+                          f"{_margin(bayes.get('minus_btyd'))}; model minus history-only "
+                          f"ceiling {_margin(bayes.get('model_minus_bayes'))}."]
         s = run["stages"]
         lines += [
             "",

@@ -1,4 +1,4 @@
-"""The purchases ceiling's probability (tenure_cli.oracle): hand-checkable cases and limits."""
+"""The purchases ceilings' probabilities (tenure_cli.oracle): hand-checkable cases and limits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from tenure_cli.oracle import churn_probability, purchase_latents, purchase_oracle
+from tenure_cli.oracle import (
+    RETURN_SHARE,
+    churn_probability,
+    history_churn_probability,
+    population_grid,
+    purchase_bayes,
+    purchase_latents,
+    purchase_oracle,
+)
 from tenure_cli.simulator import SimConfig, persona, simulate
 
 H = 90.0
@@ -108,3 +116,111 @@ def test_oracle_on_a_small_simulation_beats_recency() -> None:
     assert abs(oracle.mean() - y.mean()) < 0.06  # calibrated, roughly
     rate, dropout = purchase_latents(config, 0)
     assert rate == persona(config, 0).purchase_rate and 0 <= dropout <= 1
+
+
+# The history-only ceiling: the posterior over a discrete prior of (rate, dropout chance).
+COARSE = population_grid(30, 15)  # the population prior, coarse enough to be fast
+
+
+def test_a_prior_on_one_point_is_the_oracle() -> None:
+    # Known parameters: the posterior is the oracle's probability, returns and season included.
+    history, seasons = [0.0, 10.0, 310.0, 315.0, 330.0], [1.0, 1.15, 0.92, 1.5, 1.15]
+    for as_of in (330.0, 360.0, 700.0):
+        bayes = history_churn_probability(history, as_of, H, [0.2], [0.05], [1.0],
+                                          seasons=seasons, return_share=0.08)
+        oracle = churn_probability(history, as_of, H, [0.2 * s for s in seasons], 0.2 * 0.05,
+                                   return_share=0.08)
+        assert bayes == pytest.approx(oracle, rel=1e-12)
+    # A point of zero prior weight is ignored.
+    two = history_churn_probability(history, 400.0, H, [0.2, 0.01], [0.05, 0.5], [3.0, 0.0],
+                                    seasons=seasons, return_share=0.08)
+    assert two == pytest.approx(churn_probability(
+        history, 400.0, H, [0.2 * s for s in seasons], 0.01, return_share=0.08), rel=1e-12)
+
+
+def test_two_rates_without_dropout_weigh_by_the_poisson_likelihood() -> None:
+    # Nobody drops out: rate l gives the history [0, 10, 20] (as of 50) the likelihood
+    # l^2 exp(-50 l) and no purchase in H the chance exp(-l H).
+    rates, prior = [0.05, 0.2], [0.7, 0.3]
+    like = [w * lam**2 * math.exp(-50 * lam) for lam, w in zip(rates, prior, strict=True)]
+    want = sum(v * math.exp(-lam * H) for v, lam in zip(like, rates, strict=True)) / sum(like)
+    got = history_churn_probability([0.0, 10.0, 20.0], 50.0, H, rates, [0.0, 0.0], prior)
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_a_purchase_at_as_of_means_alive() -> None:
+    # Bought at as_of: alive for sure, so with one point the churn is dropout or a long gap.
+    p = history_churn_probability([0.0, 40.0, 100.0], 100.0, H, [0.05], [0.2], [1.0])
+    k = 0.05 * 1.2
+    assert p == pytest.approx(1 - 0.05 / k * -math.expm1(-k * H), rel=1e-12)
+    # Under the population prior, silence after it only adds risk.
+    rates, dropouts, prior = COARSE
+    now = history_churn_probability([0.0, 40.0, 100.0], 100.0, H, rates, dropouts, prior)
+    later = history_churn_probability([0.0, 40.0, 100.0], 130.0, H, rates, dropouts, prior)
+    assert 0 < now < later < 1
+
+
+def test_more_silence_more_churn_under_the_population_prior() -> None:
+    rates, dropouts, prior = COARSE
+    history = [0.0, 7.0, 20.0, 26.0]
+    # Without returns, monotone in the silence, towards certain churn.
+    silences = [0.0, 5.0, 20.0, 60.0, 150.0, 400.0, 1000.0]
+    p = [history_churn_probability(history, 26.0 + s, H, rates, dropouts, prior)
+         for s in silences]
+    assert all(a < b for a, b in zip(p, p[1:], strict=False))
+    assert p[-1] > 0.999
+    # With returns, too, while a return cannot fall in the window (silence + H < 200 days).
+    p = [history_churn_probability(history, 26.0 + s, H, rates, dropouts, prior,
+                                   return_share=RETURN_SHARE) for s in silences[:5]]
+    assert all(a < b for a, b in zip(p, p[1:], strict=False))
+
+
+def test_the_population_grid_is_the_prior() -> None:
+    rates, dropouts, prior = population_grid()
+    assert prior.sum() == pytest.approx(1.0, abs=1e-9)
+    assert np.sum(prior * rates) == pytest.approx(0.7 / 9, rel=0.02)  # Gamma mean
+    assert np.sum(prior * dropouts) == pytest.approx(1 / 7, rel=0.02)  # Beta mean
+    assert rates.min() > 1e-4 and rates.max() < 3 and 0 < dropouts.min() < dropouts.max() < 1
+
+
+def test_history_only_bad_input() -> None:
+    rates, dropouts, prior = COARSE
+    with pytest.raises(ValueError):
+        history_churn_probability([], 0.0, H, rates, dropouts, prior)
+    with pytest.raises(ValueError):
+        history_churn_probability([5.0], 1.0, H, rates, dropouts, prior)  # after as_of
+    with pytest.raises(ValueError):
+        history_churn_probability([0.0], 1.0, H, [0.1, 0.2], [0.1], [1.0, 1.0])  # shapes
+    with pytest.raises(ValueError):
+        history_churn_probability([0.0], 1.0, H, [0.1], [0.1], [0.0])  # no prior mass
+    with pytest.raises(ValueError):
+        history_churn_probability([0.0], 1.0, H, [0.1], [1.5], [1.0])  # not a chance
+    with pytest.raises(ValueError):
+        history_churn_probability([0.0, 1.0], 1.0, H, [0.1], [0.1], [1.0], seasons=[1.0])
+    with pytest.raises(ValueError):
+        population_grid(0, 10)
+    bank = SimConfig(customers=5, seed=1, profile="full")
+    with pytest.raises(ValueError):
+        purchase_bayes(bank, ["C000000"], {"C000000": []}, datetime(2025, 1, 1, tzinfo=UTC), H)
+    shop = SimConfig(customers=5, seed=1, profile="purchases")
+    late = {"C000000": [datetime(2025, 2, 1, tzinfo=UTC)]}  # nothing up to as_of
+    with pytest.raises(ValueError):
+        purchase_bayes(shop, ["C000000"], late, datetime(2025, 1, 1, tzinfo=UTC), H)
+
+
+def test_history_only_ceiling_on_a_small_simulation_sits_between() -> None:
+    config = SimConfig(customers=300, seed=3, profile="purchases", days=700)
+    as_of = datetime(2025, 3, 1, tzinfo=UTC)
+    bought: dict[str, list[datetime]] = {}
+    for e in simulate(config):
+        bought.setdefault(e.customer_id, []).append(e.occurred_at)
+    ids = [c for c, ts in bought.items() if ts[0] <= as_of]
+    window = [any(as_of < t <= as_of + timedelta(days=H) for t in bought[c]) for c in ids]
+    y = np.array([0.0 if w else 1.0 for w in window])
+    bayes = purchase_bayes(config, ids, bought, as_of, H, grid=COARSE)
+    recency = np.array([(as_of - max(t for t in bought[c] if t <= as_of)).days for c in ids])
+    from tenure_cli.evaluation import auc
+
+    assert auc(y, bayes) > auc(y, recency)
+    assert abs(bayes.mean() - y.mean()) < 0.06  # calibrated, roughly
+    assert np.all((bayes > 0) & (bayes <= 1))
