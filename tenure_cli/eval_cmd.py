@@ -452,7 +452,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         "- Real data: `tenure import` replays a bank's or retailer's history the same way;",
         "  import only events up to the as-of date, then run `tenure churn-report`.",
         "",
-        f"Run at {results['generated_at']} (commit {results.get('commit') or 'n/a'}).",
+        "Runs recorded here: " + "; ".join(
+            [f"`{run['name']}` at {_when({**results, **run})}" for run in results["runs"]]
+            + ([f"playbook uplift at {_when({**results, **results['uplift']})}"]
+               if results.get("uplift") else [])) + ".",
         "",
     ]
     for run in results["runs"]:
@@ -579,23 +582,46 @@ def main(args: argparse.Namespace) -> int:
     config = yaml.safe_load(Path(args.config).read_text())
     horizon = int(config.get("horizon_days", 90))
     runs = [r for r in config["runs"] if not args.only or r["name"] in args.only]
+    stamp = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+             "commit": _commit()}
     with tempfile.TemporaryDirectory(prefix="tenure-eval-") as tmp:
-        results = {
-            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "commit": _commit(),
-            "runs": [asyncio.run(run_one(r, horizon, Path(tmp))) for r in runs],
+        results: dict[str, Any] = {
+            **stamp, "runs": [{**asyncio.run(run_one(r, horizon, Path(tmp))), **stamp}
+                              for r in runs],
         }
         uplift = config.get("uplift")
         if uplift and (not args.only or uplift.get("name", "uplift") in args.only):
             from tenure_cli.uplift_eval import run_uplift
 
-            results["uplift"] = _round(asyncio.run(run_uplift(uplift, Path(tmp))))
+            results["uplift"] = {**_round(asyncio.run(run_uplift(uplift, Path(tmp)))),
+                                 **stamp}
     out = Path(args.out)
+    if args.only:
+        keep_earlier(results, out, [r["name"] for r in config["runs"]])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     Path(args.doc).write_text(render_markdown(results))
     print(f"[eval] wrote {out} and {args.doc}", file=sys.stderr)
     return 0
+
+
+def keep_earlier(results: dict[str, Any], out: Path, names: list[str]) -> None:
+    """With --only, the sections not run keep their last figures from `out` (each with the
+    time and commit of its own run), in the configuration's order."""
+    try:
+        earlier = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return
+    stamp = {k: earlier.get(k) for k in ("generated_at", "commit")}
+    ran = {r["name"]: r for r in results["runs"]}
+    before = {r["name"]: {**stamp, **r} for r in earlier.get("runs", [])}
+    results["runs"] = [ran.get(n) or before[n] for n in names if n in ran or n in before]
+    if "uplift" not in results and earlier.get("uplift"):
+        results["uplift"] = {**stamp, **earlier["uplift"]}
+
+
+def _when(section: dict[str, Any]) -> str:
+    return f"{section.get('generated_at') or 'n/a'} (commit {section.get('commit') or 'n/a'})"
 
 
 def _commit() -> str | None:
