@@ -33,6 +33,15 @@ def registered(customer_id: str, at: datetime | None = None, **payload: Any) -> 
     )
 
 
+def daytime_zone(at: datetime | None = None) -> str:
+    """An IANA zone where it is early afternoon at `at` (default now): a customer living
+    there is outside the default quiet hours (21:00-08:00 local) whenever a test runs.
+    (`Etc/GMT-k` is UTC+k.)"""
+    hour = (at or now()).astimezone(UTC).hour
+    shift = (13 - hour + 12) % 24 - 12  # in -12..11
+    return "Etc/GMT" + (f"{-shift:+d}" if shift else "")
+
+
 def consent(
     customer_id: str, channel: str = "email", purpose: str = "marketing", granted: bool = True,
     at: datetime | None = None,
