@@ -15,8 +15,12 @@ async def test_playbooks_tasks_outcomes_and_next_best_action(ns: Namespace) -> N
     async with contextlib.AsyncExitStack() as stack:
         for name in ("profile", "scoring", "lifecycle"):
             await stack.enter_async_context(ns.service(name))
+        # No quiet hours here (they are tested in test_engagement_delivery.py and the policy's
+        # unit tests): this test's tasks would otherwise wait for the morning whenever it
+        # runs after 21:00 in the customers' zone.
         engagement = await stack.enter_async_context(
-            ns.service("engagement", global_holdout_share=0.0))
+            ns.service("engagement", global_holdout_share=0.0, quiet_start="00:00",
+                       quiet_end="00:00"))
         client = engagement.client
 
         bad = {"trigger": "stage.changed", "when": "open('/etc/passwd')",

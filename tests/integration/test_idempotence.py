@@ -10,7 +10,7 @@ from tests.support.platform import Namespace, eventually
 
 async def test_same_event_published_twice_has_one_effect(ns: Namespace) -> None:
     t0 = f.now() - f.minutes(20)
-    registration = f.registered("C-DUP", t0)
+    registration = f.registered("C-DUP", t0, time_zone=f.daytime_zone())  # outside quiet hours
     consent = f.consent("C-DUP", at=t0)
     txn = f.transaction("C-DUP", t0 + f.minutes(1))
     async with contextlib.AsyncExitStack() as stack:
