@@ -78,8 +78,13 @@ async def drop_namespace(settings: PlatformSettings, prefix: str) -> None:
     engine = create_async_engine(settings.database_url)
     try:
         async with engine.begin() as conn:
-            for name in SERVICE_NAMES:
-                await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{prefix}_{name}" CASCADE'))
+            # Every schema of the namespace: the services' and what they create besides
+            # (the privacy key store's schema, for one).
+            schemas = (await conn.execute(
+                sa.text("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, :p)"),
+                {"p": f"{prefix}_"})).scalars().all()
+            for schema in schemas:
+                await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     finally:
         await engine.dispose()
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)

@@ -61,12 +61,15 @@ async def test_a_purchase_log_is_replayed_to_as_of_and_judged_on_its_future(
     source = tmp_path / "shop.csv"
     rows = _purchase_log(source)
     out = tmp_path / "figures.json"
+    namespaces = "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'eval%'"
+    before = set(await ns.sql("profile", namespaces))
     kept = tmp_path / "report.csv"
     code, text, err = await _backtest(ns, str(source), *MAPPING, "--as-of", "2024-06-24",
                                       "--horizon", str(HORIZON), "--out", str(out),
                                       "--report", str(kept))
     assert code == 0, err[-3000:]
     r = json.loads(out.read_text())
+    assert set(await ns.sql("profile", namespaces)) == before, "the private namespace is dropped"
     with kept.open() as f:
         assert len(list(csv.DictReader(f))) >= r["labelled"]
 
