@@ -278,6 +278,9 @@ class EventConsumer:
         self._batch_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self.assigned: set[TopicPartition] = set()
+        # Partitions with records in the batch being processed: fetched (the consumer's
+        # position is past them) but not all handled yet.
+        self.in_flight: frozenset[TopicPartition] = frozenset()
         self.batches_done = 0
 
     # -------------------------------------------------------------- lifecycle
@@ -364,7 +367,19 @@ class EventConsumer:
                     RawRecord(tp.topic, tp.partition, m.offset, m.key, m.value or b"", m.timestamp)
                 )
         parsed, rejected = self._parse(records)
+        self.in_flight = frozenset(tp for tp, messages in batch.items() if messages)
+        try:
+            await self._apply_with_retries(parsed, rejected)
+        finally:
+            self.in_flight = frozenset()
+        await self._commit_offsets(batch)
+        self.batches_done += 1
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.on_committed()
 
+    async def _apply_with_retries(
+        self, parsed: list[_Parsed], rejected: list[tuple[RawRecord, str]]
+    ) -> None:
         attempt = 0
         while True:
             try:
@@ -389,11 +404,6 @@ class EventConsumer:
                         raise
                     attempt += 1
                     await asyncio.sleep(min(0.5 * 2**attempt, 10))
-
-        await self._commit_offsets(batch)
-        self.batches_done += 1
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self.on_committed()
 
     async def _infrastructure_failed(self, exc: BaseException) -> bool:
         if isinstance(exc, asyncio.CancelledError):
