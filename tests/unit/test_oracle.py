@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from tenure_cli.evaluation import auc
 from tenure_cli.oracle import (
     RETURN_SHARE,
     churn_probability,
@@ -99,7 +100,10 @@ def test_bad_input() -> None:
         churn_probability([0.0], 1.0, H, 0.0, 0.01)
 
 
-def test_oracle_on_a_small_simulation_beats_recency() -> None:
+def _small_simulation() -> tuple[SimConfig, datetime, dict[str, list[datetime]], list[str],
+                                 np.ndarray, np.ndarray]:
+    """A purchase log of 300 simulated customers: its config, as_of, purchases, the customers
+    seen by as_of, their churn labels and their days of silence at as_of."""
     config = SimConfig(customers=300, seed=3, profile="purchases", days=700)
     as_of = datetime(2025, 3, 1, tzinfo=UTC)
     bought: dict[str, list[datetime]] = {}
@@ -108,10 +112,13 @@ def test_oracle_on_a_small_simulation_beats_recency() -> None:
     ids = [c for c, ts in bought.items() if ts[0] <= as_of]
     window = [any(as_of < t <= as_of + timedelta(days=H) for t in bought[c]) for c in ids]
     y = np.array([0.0 if w else 1.0 for w in window])
-    oracle = np.array([purchase_oracle(config, c, bought[c], as_of, H) for c in ids])
     recency = np.array([(as_of - max(t for t in bought[c] if t <= as_of)).days for c in ids])
-    from tenure_cli.evaluation import auc
+    return config, as_of, bought, ids, y, recency
 
+
+def test_oracle_on_a_small_simulation_beats_recency() -> None:
+    config, as_of, bought, ids, y, recency = _small_simulation()
+    oracle = np.array([purchase_oracle(config, c, bought[c], as_of, H) for c in ids])
     assert auc(y, oracle) > auc(y, recency)
     assert abs(oracle.mean() - y.mean()) < 0.06  # calibrated, roughly
     rate, dropout = purchase_latents(config, 0)
@@ -209,18 +216,8 @@ def test_history_only_bad_input() -> None:
 
 
 def test_history_only_ceiling_on_a_small_simulation_sits_between() -> None:
-    config = SimConfig(customers=300, seed=3, profile="purchases", days=700)
-    as_of = datetime(2025, 3, 1, tzinfo=UTC)
-    bought: dict[str, list[datetime]] = {}
-    for e in simulate(config):
-        bought.setdefault(e.customer_id, []).append(e.occurred_at)
-    ids = [c for c, ts in bought.items() if ts[0] <= as_of]
-    window = [any(as_of < t <= as_of + timedelta(days=H) for t in bought[c]) for c in ids]
-    y = np.array([0.0 if w else 1.0 for w in window])
+    config, as_of, bought, ids, y, recency = _small_simulation()
     bayes = purchase_bayes(config, ids, bought, as_of, H, grid=COARSE)
-    recency = np.array([(as_of - max(t for t in bought[c] if t <= as_of)).days for c in ids])
-    from tenure_cli.evaluation import auc
-
     assert auc(y, bayes) > auc(y, recency)
     assert abs(bayes.mean() - y.mean()) < 0.06  # calibrated, roughly
     assert np.all((bayes > 0) & (bayes <= 1))
