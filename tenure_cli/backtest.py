@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tenure_cli import importer
+from tenure_cli.private_platform import margin_text
 from tenure_cli.report import parse_as_of
 
 EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE = 0, 2, 4
@@ -160,12 +161,6 @@ def _auc(summary: dict[str, Any]) -> str:
     return "n/a" if summary.get("auc") is None else f"{summary['auc']:.3f}"
 
 
-def _margin(d: dict[str, Any] | None) -> str:
-    if not d or d.get("difference") is None:
-        return "n/a"
-    return f"{d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
-
-
 def render_markdown(r: dict[str, Any]) -> str:
     m, rec, bt = r["model"], r["recency_baseline"], r["btyd_baseline"]
     vs = r["model_vs_baselines"]
@@ -183,9 +178,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"| Tenure's churn probability | {_auc(m)} | {m.get('top_decile_lift', 0):.2f} "
         f"| {m.get('brier', float('nan')):.4f} | |",
         f"| Recency (days since the last own activity) | {_auc(rec)} "
-        f"| {rec.get('top_decile_lift', 0):.2f} | | {_margin(vs['recency'])} |",
+        f"| {rec.get('top_decile_lift', 0):.2f} | | {margin_text(vs['recency'])} |",
         f"| BG/NBD fitted on the same past | {_auc(bt)} | {bt.get('top_decile_lift', 0):.2f} "
-        f"| {bt.get('brier', float('nan')):.4f} | {_margin(vs['btyd'])} |",
+        f"| {bt.get('brier', float('nan')):.4f} | {margin_text(vs['btyd'])} |",
         "",
         "Calibration (the model's probability against the churn rate, in five equal-width "
         "probability bins):",

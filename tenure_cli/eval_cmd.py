@@ -30,7 +30,7 @@ from shared.events import EnvelopeBase
 from shared.settings import PlatformSettings
 from tenure_cli import evaluation as ev
 from tenure_cli.oracle import purchase_bayes, purchase_oracle
-from tenure_cli.private_platform import judge_report, private_platform
+from tenure_cli.private_platform import count, judge_report, margin_text, private_platform
 from tenure_cli.publish import EventPublisher
 from tenure_cli.report import churn_report, parse_as_of
 from tenure_cli.simulator import SimConfig, ground_truth, simulate
@@ -159,7 +159,7 @@ async def run_one(run: dict[str, Any], horizon: int, workdir: Path) -> dict[str,
         **judged.figures,
         "oracle_ceiling": oracle,
         "bayes_ceiling": bayes,
-        "stages": {"distribution": dict(_count(stages)), **stage_figures},
+        "stages": {"distribution": dict(count(stages)), **stage_figures},
         "score_bands": dict(bands),
         "scoring_model": model_card,
         "fairness": {
@@ -195,12 +195,6 @@ async def fetch_model_summary(settings: PlatformSettings, scoring_url: str) -> d
         "switches": [{k: e.get(k) for k in ("kind", "from", "to", "reason")}
                      for e in (card.get("promotion") or {}).get("history", [])],
     }
-
-
-def _margin(d: dict[str, Any] | None) -> str:
-    if not d:
-        return "n/a"
-    return f"{d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
 
 
 def _model_line(m: dict[str, Any] | None) -> str:
@@ -407,13 +401,6 @@ def stage_accuracy(
     }
 
 
-def _count(values: Any) -> dict[str, int]:
-    out: dict[str, int] = defaultdict(int)
-    for v in values:
-        out[str(v)] += 1
-    return dict(sorted(out.items()))
-
-
 def render_markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Evaluation",
@@ -490,7 +477,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"population prior, Bayes) | {_fmt(bayes['auc'])} | {_fmt(bayes.get('brier'))} | "
                 f"{_fmt(bayes['top_decile_lift'])} | {_fmt(bayes['base_rate'])} |")
         margins = run.get("model_vs_baselines") or {}
-        shown = [f"{name} {_margin(margins.get(key))}"
+        shown = [f"{name} {margin_text(margins.get(key))}"
                  for name, key in (("recency", "recency"), ("BG/NBD", "btyd"))]
         lines += ["", "Model AUC minus baseline AUC, with a 95 % paired bootstrap interval over "
                       f"customers (an interval holding 0 is a tie): {'; '.join(shown)}."]
@@ -502,8 +489,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                           "those parameters (what a history-only ranking can reach is lower: "
                           "the history-only ceiling). "
                           "Oracle minus BG/NBD "
-                          f"{_margin(oracle.get('minus_btyd'))}; model minus oracle "
-                          f"{_margin(oracle.get('model_minus_oracle'))}."]
+                          f"{margin_text(oracle.get('minus_btyd'))}; model minus oracle "
+                          f"{margin_text(oracle.get('model_minus_oracle'))}."]
         if bayes:
             lines += ["", "The history-only ceiling ranks by the probability of churn given the "
                           "history up to as_of alone, averaged over the simulator's true "
@@ -511,8 +498,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                           "what any model that sees only the purchase history could reach, in "
                           "expectation (on one sample it can be beaten only by noise). "
                           "History-only ceiling minus BG/NBD "
-                          f"{_margin(bayes.get('minus_btyd'))}; model minus history-only "
-                          f"ceiling {_margin(bayes.get('model_minus_bayes'))}."]
+                          f"{margin_text(bayes.get('minus_btyd'))}; model minus history-only "
+                          f"ceiling {margin_text(bayes.get('model_minus_bayes'))}."]
         s = run["stages"]
         lines += [
             "",

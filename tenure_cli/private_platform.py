@@ -139,10 +139,10 @@ def judge_report(
     btyd_scores = np.array([float(p_none.get(c, 1.0)) for c in customers])
     figures = {
         "labelled": len(customers),
-        "excluded": _count(labelled.excluded.values()),
+        "excluded": count(labelled.excluded.values()),
         "not_in_report": sum(1 for c in labelled.labels if c not in report),
         "model": ev.summarize(y, model, probabilities=model),
-        "model_names": _count(report[c]["model"] for c in customers),
+        "model_names": count(report[c]["model"] for c in customers),
         "recency_baseline": ev.summarize(y, recency_scores),
         "btyd_baseline": {**ev.summarize(y, btyd_scores, probabilities=btyd_scores),
                           "params": btyd.params},
@@ -156,8 +156,16 @@ def judge_report(
     return Judged(customers, y, model, btyd_scores, labelled, figures)
 
 
-def _count(values: Any) -> dict[str, int]:
+def count(values: Any) -> dict[str, int]:
+    """How often each value occurs, by its text, in order."""
     out: dict[str, int] = {}
     for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out
+        out[str(v)] = out.get(str(v), 0) + 1
+    return dict(sorted(out.items()))
+
+
+def margin_text(d: dict[str, Any] | None) -> str:
+    """An AUC margin with its interval (`evaluation.auc_difference`), as the reports show it."""
+    if not d or d.get("difference") is None:
+        return "n/a"
+    return f"{d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
